@@ -1,0 +1,290 @@
+"""Typed, frozen configuration for every run.
+
+An ``Experiment`` is the whole recipe of a run: model, data, optimiser, training loop, mesh.
+Presets in ``experiments/<section>.py`` build ``Experiment`` values; the CLI applies
+``--set key=value`` overrides through :func:`apply_overrides`, which type-checks every value
+against the dataclass field and rejects unknown keys. The resolved config is written to the
+run's workdir as ``config.json`` and read back with :func:`experiment_from_dict`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+PositionEncoding = Literal["rotary", "sinusoidal", "learned", "none"]
+AttentionImpl = Literal["dense", "chunked"]
+Schedule = Literal["constant", "cosine", "rsqrt"]
+LossNorm = Literal["sum", "mean"]
+
+
+class ConfigError(ValueError):
+    """A config or override that cannot be used; the CLI prints it as one line."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Perceiver AR hyper-parameters (names follow the official code where it has one).
+
+    max_context: N, the number of input positions (official ``max_context_length``).
+    num_latents: M, the number of latents = the last M input positions (``z_index_dim``).
+    d_model: latent width (``num_z_channels``); d_input: input embedding width
+    (``input_embed_dim``, ``None`` = d_model). The cross-attend uses d_input-wide queries/keys
+    (official ``cross_attention_shape_for_attn='kv'``) and projects back to d_model.
+    """
+
+    vocab_size: int = 259
+    max_context: int = 1024
+    num_latents: int = 512
+    d_model: int = 1024
+    d_input: int | None = None
+    num_layers: int = 6
+    cross_heads: int = 16
+    self_heads: int = 16
+    cross_widening: int = 4
+    self_widening: int = 4
+    dropout: float = 0.1  # on attention outputs and MLP outputs (official dropout_prob)
+    # Position encodings.
+    position_encoding: PositionEncoding = "rotary"
+    rotary_fraction: float = 0.5  # fraction of each head's channels that is rotated
+    max_wavelength: float = 0.0  # rotary and sinusoidal; 0 = max_context (official: = context)
+    positions_from_data: bool = False
+    # Table size per position dimension when positions come from the data, e.g. (66, 66, 5)
+    # for ImageNet's (x, y, channel). () = one dimension of max_context + 1 entries.
+    position_table_sizes: tuple[int, ...] = ()
+    # Context restriction at train time (off at eval).
+    cross_dropout: float = 0.0  # official encoder_dropout_prob: Bernoulli mask on input keys
+    train_input_positions: int = 0  # 0 = off; else keep this many random input keys
+    # Memory-efficient attention.
+    attention_impl: AttentionImpl = "dense"
+    query_chunk: int = 1024
+    key_chunk: int = 4096
+    cross_head_group: int = 0  # heads computed at a time in the cross-attend; 0 = all
+    self_head_group: int = 0
+    final_init_zeros: bool = True
+
+    @property
+    def input_width(self) -> int:
+        return self.d_input or self.d_model
+
+    @property
+    def num_position_dims(self) -> int:
+        return len(self.position_table_sizes) if self.position_table_sizes else 1
+
+    def validate(self) -> None:
+        if self.num_latents < 1 or self.num_latents > self.max_context:
+            raise ConfigError(
+                f"model.num_latents must be in [1, max_context={self.max_context}], got {self.num_latents}"
+            )
+        if self.d_model % self.self_heads:
+            raise ConfigError(f"model.d_model={self.d_model} is not divisible by self_heads={self.self_heads}")
+        if self.input_width % self.cross_heads:
+            raise ConfigError(
+                f"cross-attend width {self.input_width} is not divisible by cross_heads={self.cross_heads}"
+            )
+        for name in ("dropout", "cross_dropout"):
+            v = getattr(self, name)
+            if not 0.0 <= v < 1.0:
+                raise ConfigError(f"model.{name} must be in [0, 1), got {v}")
+        if not 0.0 <= self.rotary_fraction <= 1.0:
+            raise ConfigError(f"model.rotary_fraction must be in [0, 1], got {self.rotary_fraction}")
+        if self.position_encoding == "rotary" and self.num_position_dims > 1:
+            raise ConfigError("rotary encoding supports 1-D positions only (as the official code)")
+        if self.train_input_positions < 0:
+            raise ConfigError("model.train_input_positions must be >= 0")
+        for name in ("cross_head_group", "self_head_group"):
+            g, h = getattr(self, name), self.cross_heads if name.startswith("cross") else self.self_heads
+            if g < 0 or (g and h % g):
+                raise ConfigError(f"model.{name}={g} must divide the number of heads ({h})")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which dataset, and how training windows are cut from it."""
+
+    name: str = "copy"
+    seq_len: int = 256  # copy task: total length incl. SOS and EOS (official random_mirrored_<seq_len>)
+    minimum_crop_length: int = 0  # official minimum_crop_length; 0 = num_latents
+    train_seed: int = 0
+    eval_seed: int = 1
+    eval_examples: int = 256
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Adam as the official code: optax.scale_by_adam(b1 0.9, b2 0.999, eps 1e-8), clip 1.0."""
+
+    lr: float = 3e-4
+    b1: float = 0.9
+    b2: float = 0.999
+    eps: float = 1e-8
+    warmup_steps: int = 10_000
+    schedule: Schedule = "constant"
+    decay_steps: int = 1_000_000  # cosine horizon (official training_steps)
+    clip_norm: float = 1.0
+    weight_decay: float = 0.0
+    z_loss: float = 1e-4
+    label_smoothing: float = 0.0
+    loss_normalization: LossNorm = "sum"  # official: summed over target tokens
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 1000
+    batch_size: int = 32  # global batch
+    grad_accum: int = 1  # micro-batches per step (batch_size must be divisible)
+    seed: int = 0
+    log_every: int = 10
+    eval_every: int = 100
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 2
+    stop_at_accuracy: float = 0.0  # copy task: stop early once eval accuracy reaches this (0 = never)
+
+
+@dataclass(frozen=True)
+class MeshConfig:
+    """Named device axes; -1 = all remaining devices."""
+
+    data: int = -1
+
+
+@dataclass(frozen=True)
+class PaperRef:
+    """A number the paper (or a source in shared/docs/paper.md) reports for a preset."""
+
+    metric: str
+    value: float | None
+    units: str
+    source: str
+    higher_is_better: bool = False
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Experiment:
+    section: str
+    preset: str
+    scale: Literal["paper", "cpu", "smoke", "custom"]
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    mesh: MeshConfig = field(default_factory=MeshConfig)
+    description: str = ""
+    paper: tuple[PaperRef, ...] = ()
+
+    def validate(self) -> Experiment:
+        self.model.validate()
+        if self.train.batch_size % self.train.grad_accum:
+            raise ConfigError(
+                f"train.batch_size={self.train.batch_size} is not divisible by grad_accum={self.train.grad_accum}"
+            )
+        if self.train.steps < 1:
+            raise ConfigError("train.steps must be >= 1")
+        return self
+
+
+# ------------------------------------------------------------------ overrides / (de)serialisation
+
+_SECTIONS = ("model", "data", "optim", "train", "mesh")
+
+
+def _coerce(raw: str, tp: Any, key: str) -> Any:
+    """Parse a command-line string into the field's declared type, or raise ConfigError."""
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if raw not in choices:
+            raise ConfigError(f"{key}: '{raw}' is not one of {', '.join(map(str, choices))}")
+        return raw
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if raw.lower() in ("none", "null"):
+            return None
+        return _coerce(raw, args[0], key)
+    if origin is tuple:
+        (elem, *_) = typing.get_args(tp)
+        parts = [p for p in raw.strip("()[] ").split(",") if p.strip()]
+        return tuple(_coerce(p.strip(), elem, key) for p in parts)
+    try:
+        if tp is bool:
+            if raw.lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if tp is int:
+            f = float(raw)
+            if not f.is_integer():
+                raise ValueError
+            return int(f)
+        if tp is float:
+            return float(raw)
+        if tp is str:
+            return raw
+    except ValueError:
+        raise ConfigError(f"{key}: '{raw}' is not a valid {tp.__name__}") from None
+    raise ConfigError(f"{key}: unsupported field type {tp}")
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def apply_overrides(exp: Experiment, overrides: list[str]) -> Experiment:
+    """Apply ``section.field=value`` strings, e.g. ``model.num_latents=64``; validates the result."""
+    changed = False
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' is not of the form section.field=value")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        if "." not in key:
+            raise ConfigError(f"override key '{key}' must be section.field, sections: {', '.join(_SECTIONS)}")
+        sec, name = key.split(".", 1)
+        if sec not in _SECTIONS:
+            raise ConfigError(f"unknown config section '{sec}' in '{key}' (sections: {', '.join(_SECTIONS)})")
+        sub = getattr(exp, sec)
+        types_ = _field_types(type(sub))
+        if name not in types_:
+            raise ConfigError(f"unknown config key '{key}' (valid: {', '.join(sorted(types_))})")
+        value = _coerce(raw.strip(), types_[name], key)
+        exp = dataclasses.replace(exp, **{sec: dataclasses.replace(sub, **{name: value})})
+        changed = True
+    if changed and exp.scale == "paper":
+        # An overridden preset is no longer the preset: never report it as one.
+        exp = dataclasses.replace(exp, scale="custom")
+    return exp.validate()
+
+
+def experiment_to_dict(exp: Experiment) -> dict[str, Any]:
+    return dataclasses.asdict(exp)
+
+
+def _from_dict(cls: type, d: dict[str, Any]) -> Any:
+    types_ = _field_types(cls)
+    kwargs = {}
+    for k, v in d.items():
+        if k not in types_:
+            raise ConfigError(f"config.json: unknown key '{k}' for {cls.__name__}")
+        tp = types_[k]
+        if dataclasses.is_dataclass(tp):
+            v = _from_dict(tp, v)
+        elif typing.get_origin(tp) is tuple:
+            (elem, *_) = typing.get_args(tp)
+            v = tuple(_from_dict(elem, x) if dataclasses.is_dataclass(elem) else x for x in v)
+        kwargs[k] = v
+    return cls(**kwargs)
+
+
+def experiment_from_dict(d: dict[str, Any]) -> Experiment:
+    return _from_dict(Experiment, d).validate()
+
+
+def dumps(exp: Experiment) -> str:
+    return json.dumps(experiment_to_dict(exp), indent=2, sort_keys=True)

@@ -1,0 +1,1 @@
+"""Datasets, tokenisation constants and training-window construction."""

@@ -1,0 +1,147 @@
+"""Masked multi-head attention: a dense path and a memory-efficient chunked path.
+
+Both paths compute exactly the same function. The mask is never passed in as a dense [M, L]
+array: it is derived from index vectors, so the chunked path can build it chunk by chunk.
+
+    query m may attend key l  <=>  k_idx[b, l] <= q_idx[m]  and  key_valid[b, l]
+
+``q_idx`` / ``k_idx`` are positions in the input window (0 .. L-1), which makes this one rule
+serve the causal cross-attend (latent at window position p sees inputs <= p), the causal
+latent self-attention, padding, cross-attend dropout and KV-cached decoding.
+
+Masked scores are replaced by a large finite negative number (not -inf), so a query whose keys
+are all masked (a latent sitting on left padding) gets finite, ignored output and no NaN in
+either path; both paths then agree on it too.
+
+The chunked path follows Rabe & Staats (2021) as the official code's ``_chunked_attend`` does:
+query chunks, key chunks, an online softmax, and ``jax.checkpoint`` on each key chunk so the
+backward pass does not keep the [M, L] probabilities. JAX's own ``jax.nn.dot_product_attention``
+has no CPU flash kernel and takes only a dense mask, so this ~40-line kernel is hand-written.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+MASK_VALUE = -1e30
+
+
+def make_mask(q_idx_M: jax.Array, k_idx_BxL: jax.Array, key_valid_BxL: jax.Array) -> jax.Array:
+    """Boolean mask [B, 1, M, L] (the 1 broadcasts over heads)."""
+    causal_BxMxL = k_idx_BxL[:, None, :] <= q_idx_M[None, :, None]
+    return (causal_BxMxL & key_valid_BxL[:, None, :])[:, None]
+
+
+def dense_attention(q_BxMxHxK, k_BxLxHxK, v_BxLxHxK, q_idx_M, k_idx_BxL, key_valid_BxL):
+    scale = q_BxMxHxK.shape[-1] ** -0.5
+    s_BxHxMxL = jnp.einsum("bmhk,blhk->bhml", q_BxMxHxK, k_BxLxHxK).astype(jnp.float32) * scale
+    s_BxHxMxL = jnp.where(make_mask(q_idx_M, k_idx_BxL, key_valid_BxL), s_BxHxMxL, MASK_VALUE)
+    p_BxHxMxL = jax.nn.softmax(s_BxHxMxL, axis=-1).astype(v_BxLxHxK.dtype)
+    return jnp.einsum("bhml,blhk->bmhk", p_BxHxMxL, v_BxLxHxK)
+
+
+def _pad_to(x, axis: int, multiple: int, value=0):
+    n = x.shape[axis]
+    extra = (-n) % multiple
+    if not extra:
+        return x
+    widths = [(0, 0)] * x.ndim
+    widths[axis] = (0, extra)
+    return jnp.pad(x, widths, constant_values=value)
+
+
+def chunked_attention(
+    q_BxMxHxK, k_BxLxHxK, v_BxLxHxK, q_idx_M, k_idx_BxL, key_valid_BxL, *, query_chunk: int, key_chunk: int
+):
+    B, M, H, K = q_BxMxHxK.shape
+    L = k_BxLxHxK.shape[1]
+    qc, kc = min(query_chunk, M), min(key_chunk, L)
+    scale = K**-0.5
+    # Pad to whole chunks; padded keys are invalid, padded queries are cut off at the end.
+    q = _pad_to(q_BxMxHxK, 1, qc)
+    q_idx = _pad_to(q_idx_M, 0, qc)
+    k = _pad_to(k_BxLxHxK, 1, kc)
+    v = _pad_to(v_BxLxHxK, 1, kc)
+    k_idx = _pad_to(k_idx_BxL, 1, kc)
+    valid = _pad_to(key_valid_BxL, 1, kc, value=False)
+    # Keys added only to fill the last chunk must weigh nothing even in a fully masked row
+    # (where the dense path spreads weight uniformly over the L real keys): score them lower.
+    real = _pad_to(jnp.ones((B, L), bool), 1, kc, value=False)
+    nq, nk = q.shape[1] // qc, k.shape[1] // kc
+    # Key chunks first on the scanned axis: [nk, B, kc, ...].
+    k_chunks = k.reshape(B, nk, kc, H, K).swapaxes(0, 1)
+    v_chunks = v.reshape(B, nk, kc, H, K).swapaxes(0, 1)
+    kidx_chunks = k_idx.reshape(B, nk, kc).swapaxes(0, 1)
+    valid_chunks = valid.reshape(B, nk, kc).swapaxes(0, 1)
+    real_chunks = real.reshape(B, nk, kc).swapaxes(0, 1)
+
+    def one_query_chunk(args):
+        q_BxCxHxK, qi_C = args
+
+        @jax.checkpoint
+        def key_step(carry, xs):
+            acc_BxHxCxK, m_BxHxC, l_BxHxC = carry
+            k_c, v_c, ki_c, val_c, real_c = xs
+            s = jnp.einsum("bchk,bjhk->bhcj", q_BxCxHxK, k_c).astype(jnp.float32) * scale
+            s = jnp.where(make_mask(qi_C, ki_c, val_c), s, MASK_VALUE)
+            s = jnp.where(real_c[:, None, None, :], s, 2 * MASK_VALUE)
+            m_new = jnp.maximum(m_BxHxC, s.max(-1))
+            p = jnp.exp(s - m_new[..., None])
+            corr = jnp.exp(m_BxHxC - m_new)
+            l_new = l_BxHxC * corr + p.sum(-1)
+            acc = acc_BxHxCxK * corr[..., None] + jnp.einsum("bhcj,bjhk->bhck", p.astype(v_c.dtype), v_c)
+            return (acc, m_new, l_new), None
+
+        C = q_BxCxHxK.shape[1]
+        init = (
+            jnp.zeros((B, H, C, K), jnp.float32),
+            jnp.full((B, H, C), -jnp.inf, jnp.float32),
+            jnp.zeros((B, H, C), jnp.float32),
+        )
+        (acc, _, l), _ = jax.lax.scan(
+            key_step, init, (k_chunks, v_chunks, kidx_chunks, valid_chunks, real_chunks)
+        )
+        return (acc / l[..., None]).transpose(0, 2, 1, 3)  # B x C x H x K
+
+    q_chunks = q.reshape(B, nq, qc, H, K).swapaxes(0, 1)
+    qi_chunks = q_idx.reshape(nq, qc)
+    out_nqxBxCxHxK = jax.lax.map(one_query_chunk, (q_chunks, qi_chunks))
+    out = out_nqxBxCxHxK.swapaxes(0, 1).reshape(B, nq * qc, H, K)[:, :M]
+    return out.astype(v_BxLxHxK.dtype)
+
+
+def attend(
+    q_BxMxHxK,
+    k_BxLxHxK,
+    v_BxLxHxK,
+    q_idx_M,
+    k_idx_BxL,
+    key_valid_BxL,
+    *,
+    impl: str = "dense",
+    query_chunk: int = 1024,
+    key_chunk: int = 4096,
+    head_group: int = 0,
+):
+    """Attention over all heads; ``head_group`` > 0 computes that many heads at a time (memory)."""
+
+    def run(q, k, v):
+        if impl == "chunked":
+            return chunked_attention(
+                q, k, v, q_idx_M, k_idx_BxL, key_valid_BxL, query_chunk=query_chunk, key_chunk=key_chunk
+            )
+        return dense_attention(q, k, v, q_idx_M, k_idx_BxL, key_valid_BxL)
+
+    H = q_BxMxHxK.shape[2]
+    if not head_group or head_group >= H:
+        return run(q_BxMxHxK, k_BxLxHxK, v_BxLxHxK)
+    G = H // head_group
+
+    def split(x):  # B x T x H x K -> G x B x T x (H/G) x K
+        B, T, _, K = x.shape
+        return x.reshape(B, T, G, head_group, K).transpose(2, 0, 1, 3, 4)
+
+    out_GxBxMxhxK = jax.lax.map(lambda a: run(*a), (split(q_BxMxHxK), split(k_BxLxHxK), split(v_BxLxHxK)))
+    B, M, _, K = q_BxMxHxK.shape
+    return out_GxBxMxhxK.transpose(1, 2, 0, 3, 4).reshape(B, M, H, K)

@@ -1,0 +1,238 @@
+"""Perceiver AR (Hawthorne et al., 2022) as the official code builds it.
+
+    tokens_BxL --embed(+absolute positions)--> x_BxLxDi
+    queries: the last M rows of x_BxLxDi --z_linear--> z_BxMxD
+    cross-attend  z = z + Drop(Attn(LN(z), LN(x), causal))        (query residual)
+                  z = z + Drop(MLP(LN(z)))
+    L_self times  z = z + Drop(Attn(LN(z), LN(z), causal))
+                  z = z + Drop(MLP(LN(z)))
+    logits_BxMxV = Linear_zero_init(LN(z))
+
+The latent at window position p attends to inputs at positions <= p that are not PAD, and
+predicts the token at p + 1. All MLPs use squared ReLU. See ``repro/model/__init__.py`` for
+the shape letters.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from repro.config import ModelConfig
+from repro.data.tokens import PAD_ID
+from repro.model import positions as P
+from repro.model.attention import attend
+
+# Haiku's LayerNorm default in the official Perceiver code.
+LN_EPS = 1e-5
+
+
+def _dropout(x, rate: float, rng: jax.Array | None):
+    # Inline rather than nnx.Dropout: the model takes one explicit key per call (fold_in(step))
+    # so that a train step is a pure function of (params, batch, step) and resume is exact.
+    if rng is None or rate == 0.0:
+        return x
+    keep = jax.random.bernoulli(rng, 1.0 - rate, x.shape)
+    return jnp.where(keep, x / (1.0 - rate), 0).astype(x.dtype)
+
+
+class _Keys:
+    """Hands out fresh sub-keys from one key (or None when deterministic)."""
+
+    def __init__(self, rng: jax.Array | None):
+        self.rng, self.n = rng, 0
+
+    def __call__(self) -> jax.Array | None:
+        if self.rng is None:
+            return None
+        self.n += 1
+        return jax.random.fold_in(self.rng, self.n)
+
+
+def sq_relu(x):
+    return jnp.square(jax.nn.relu(x))
+
+
+class MLP(nnx.Module):
+    def __init__(self, d: int, widening: int, *, rngs: nnx.Rngs):
+        self.up = nnx.Linear(d, d * widening, rngs=rngs)
+        self.down = nnx.Linear(d * widening, d, rngs=rngs)
+
+    def __call__(self, x_BxTxD):
+        return self.down(sq_relu(self.up(x_BxTxD)))
+
+
+class Attention(nnx.Module):
+    """Multi-head attention; q/k/v/o have biases as the official ``conv_1d`` (hk.Linear)."""
+
+    def __init__(self, d_q: int, d_kv: int, width: int, d_out: int, heads: int, cfg: ModelConfig, *, rngs):
+        self.heads, self.head_dim = heads, width // heads
+        self.q = nnx.Linear(d_q, width, rngs=rngs)
+        self.k = nnx.Linear(d_kv, width, rngs=rngs)
+        self.v = nnx.Linear(d_kv, width, rngs=rngs)
+        self.o = nnx.Linear(width, d_out, rngs=rngs)
+        self.rotary = cfg.position_encoding == "rotary"
+        self.fraction, self.wavelength = cfg.rotary_fraction, cfg.max_wavelength or cfg.max_context
+
+    def _split(self, x_BxTxW):
+        B, T, _ = x_BxTxW.shape
+        return x_BxTxW.reshape(B, T, self.heads, self.head_dim)
+
+    def project_q(self, xq_BxMxD, qpos_BxM):
+        q = self._split(self.q(xq_BxMxD))
+        return P.apply_rotary(q, qpos_BxM, self.fraction, self.wavelength) if self.rotary else q
+
+    def project_kv(self, xkv_BxLxD, kpos_BxL):
+        k, v = self._split(self.k(xkv_BxLxD)), self._split(self.v(xkv_BxLxD))
+        if self.rotary:
+            k = P.apply_rotary(k, kpos_BxL, self.fraction, self.wavelength)
+        return k, v
+
+    def __call__(self, xq_BxMxD, xkv_BxLxD, qpos_BxM, kpos_BxL, q_idx_M, k_idx_BxL, key_valid_BxL, **kw):
+        q = self.project_q(xq_BxMxD, qpos_BxM)
+        k, v = self.project_kv(xkv_BxLxD, kpos_BxL)
+        out_BxMxHxK = attend(q, k, v, q_idx_M, k_idx_BxL, key_valid_BxL, **kw)
+        B, M = out_BxMxHxK.shape[:2]
+        return self.o(out_BxMxHxK.reshape(B, M, -1))
+
+
+class CrossAttendBlock(nnx.Module):
+    def __init__(self, cfg: ModelConfig, *, rngs):
+        D, Di = cfg.d_model, cfg.input_width
+        self.ln_q = nnx.LayerNorm(D, epsilon=LN_EPS, rngs=rngs)
+        self.ln_kv = nnx.LayerNorm(Di, epsilon=LN_EPS, rngs=rngs)
+        # qk/v width = input width (official cross_attention_shape_for_attn='kv'), output back to D.
+        self.attn = Attention(D, Di, Di, D, cfg.cross_heads, cfg, rngs=rngs)
+        self.ln_mlp = nnx.LayerNorm(D, epsilon=LN_EPS, rngs=rngs)
+        self.mlp = MLP(D, cfg.cross_widening, rngs=rngs)
+        self.cfg = cfg
+
+    def __call__(self, z_BxMxD, x_BxLxDi, qpos_BxM, kpos_BxL, q_idx_M, k_idx_BxL, valid_BxL, keys: _Keys):
+        c = self.cfg
+        a = self.attn(
+            self.ln_q(z_BxMxD), self.ln_kv(x_BxLxDi), qpos_BxM, kpos_BxL, q_idx_M, k_idx_BxL, valid_BxL,
+            impl=c.attention_impl, query_chunk=c.query_chunk, key_chunk=c.key_chunk,
+            head_group=c.cross_head_group,
+        )  # fmt: skip
+        z = z_BxMxD + _dropout(a, c.dropout, keys())  # query residual
+        return z + _dropout(self.mlp(self.ln_mlp(z)), c.dropout, keys())
+
+
+class SelfAttendBlock(nnx.Module):
+    def __init__(self, cfg: ModelConfig, *, rngs):
+        D = cfg.d_model
+        self.ln_attn = nnx.LayerNorm(D, epsilon=LN_EPS, rngs=rngs)
+        self.attn = Attention(D, D, D, D, cfg.self_heads, cfg, rngs=rngs)
+        self.ln_mlp = nnx.LayerNorm(D, epsilon=LN_EPS, rngs=rngs)
+        self.mlp = MLP(D, cfg.self_widening, rngs=rngs)
+        self.cfg = cfg
+
+    def __call__(self, z_BxMxD, pos_BxM, idx_M, valid_BxM, keys: _Keys):
+        c = self.cfg
+        h = self.ln_attn(z_BxMxD)
+        a = self.attn(
+            h, h, pos_BxM, pos_BxM, idx_M, jnp.broadcast_to(idx_M, valid_BxM.shape), valid_BxM,
+            impl=c.attention_impl, query_chunk=c.query_chunk, key_chunk=c.key_chunk,
+            head_group=c.self_head_group,
+        )  # fmt: skip
+        z = z_BxMxD + _dropout(a, c.dropout, keys())
+        return z + _dropout(self.mlp(self.ln_mlp(z)), c.dropout, keys())
+
+
+class PerceiverAR(nnx.Module):
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        cfg.validate()
+        self.cfg = cfg
+        Di, D = cfg.input_width, cfg.d_model
+        self.embed = nnx.Embed(cfg.vocab_size, Di, rngs=rngs)
+        if cfg.position_encoding == "learned":
+            sizes = cfg.position_table_sizes or (cfg.max_context + 1,)
+            init = nnx.initializers.normal(0.02)
+            self.pos_tables = nnx.List([nnx.Embed(n, Di, embedding_init=init, rngs=rngs) for n in sizes])
+        self.z_linear = nnx.Linear(Di, D, rngs=rngs)
+        self.cross = CrossAttendBlock(cfg, rngs=rngs)
+        self.layers = nnx.List([SelfAttendBlock(cfg, rngs=rngs) for _ in range(cfg.num_layers)])
+        self.ln_final = nnx.LayerNorm(D, epsilon=LN_EPS, rngs=rngs)
+        kernel_init = nnx.initializers.zeros if cfg.final_init_zeros else nnx.initializers.lecun_normal()
+        self.logits = nnx.Linear(D, cfg.vocab_size, kernel_init=kernel_init, rngs=rngs)
+
+    # -------------------------------------------------------------------------------- pieces
+    def embed_inputs(self, tokens_BxL, pos_BxLxP):
+        """Token embedding plus, for absolute encodings, one position table per dimension."""
+        cfg = self.cfg
+        x = self.embed(tokens_BxL)
+        if cfg.position_encoding == "learned":
+            for p, table in enumerate(self.pos_tables):
+                x = x + table(pos_BxLxP[..., p])
+        elif cfg.position_encoding == "sinusoidal":
+            wl = cfg.max_wavelength or cfg.max_context
+            for p in range(pos_BxLxP.shape[-1]):
+                x = x + P.sinusoidal_features(pos_BxLxP[..., p], cfg.input_width, wl).astype(x.dtype)
+        return x
+
+    def _restrict_inputs(self, x, pos, idx, valid, M: int, rng):
+        """Train-time context restriction (both off when ``rng`` is None, i.e. at eval)."""
+        cfg = self.cfg
+        B, L = valid.shape
+        if rng is None:
+            return x, pos, idx, valid
+        if cfg.cross_dropout > 0:
+            # Official encoder_dropout_prob: Bernoulli keep-mask per (example, input position).
+            keep = jax.random.bernoulli(jax.random.fold_in(rng, 1), 1.0 - cfg.cross_dropout, (B, L))
+            valid = valid & keep
+        K = cfg.train_input_positions
+        if 0 < K < L:
+            # Keep the M latent positions and K - M random earlier inputs (padding sorted last),
+            # gathered so the cross-attend really runs on K keys (official train_input_positions).
+            n_prefix, n_keep = L - M, max(K - M, 0)
+            score = jax.random.uniform(jax.random.fold_in(rng, 2), (B, n_prefix))
+            score = jnp.where(valid[:, :n_prefix], score, 2.0)
+            chosen = jnp.sort(jnp.argsort(score, axis=1)[:, :n_keep], axis=1)
+            sel_BxK = jnp.concatenate([chosen, jnp.broadcast_to(jnp.arange(n_prefix, L), (B, M))], axis=1)
+            take = lambda a: jnp.take_along_axis(a, sel_BxK.reshape(B, -1, *([1] * (a.ndim - 2))), axis=1)
+            x, pos, idx, valid = take(x), take(pos), take(idx), take(valid)
+        return x, pos, idx, valid
+
+    # -------------------------------------------------------------------------------- forward
+    def __call__(
+        self,
+        tokens_BxL: jax.Array,
+        positions_BxLxP: jax.Array | None = None,
+        *,
+        rng: jax.Array | None = None,
+        num_latents: int | None = None,
+    ) -> jax.Array:
+        """Logits [B, M, V] for the last M input positions (M = num_latents or the config's).
+
+        ``rng=None`` is evaluation: no dropout, no context restriction, deterministic.
+        """
+        cfg = self.cfg
+        B, L = tokens_BxL.shape
+        M = min(num_latents or cfg.num_latents, L)
+        if positions_BxLxP is None:
+            if cfg.positions_from_data:
+                raise ValueError("this model takes positions from the data, but none were given")
+            positions_BxLxP = P.implicit_positions(B, L)
+        keys = _Keys(rng)
+        valid_BxL = tokens_BxL != PAD_ID
+        idx_L = jnp.arange(L, dtype=jnp.int32)
+        x_BxLxDi = self.embed_inputs(tokens_BxL, positions_BxLxP)
+        # Queries: the last M embedded inputs, before any context restriction.
+        z_BxMxD = self.z_linear(x_BxLxDi[:, L - M :])
+        qpos_BxM = positions_BxLxP[:, L - M :, 0]
+        q_idx_M = idx_L[L - M :]
+        valid_BxM = valid_BxL[:, L - M :]
+        kx, kpos, kidx, kvalid = self._restrict_inputs(
+            x_BxLxDi, positions_BxLxP, jnp.broadcast_to(idx_L, (B, L)), valid_BxL, M, keys()
+        )
+        z = self.cross(z_BxMxD, kx, qpos_BxM, kpos[..., 0], q_idx_M, kidx, kvalid, keys)
+        for layer in self.layers:
+            z = layer(z, qpos_BxM, q_idx_M, valid_BxM, keys)
+        return self.logits(self.ln_final(z)).astype(jnp.float32)
+
+
+def count_params(model: nnx.Module) -> int:
+    return sum(math.prod(x.shape) for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
