@@ -9,9 +9,11 @@ array: it is derived from index vectors, so the chunked path can build it chunk 
 serve the causal cross-attend (latent at window position p sees inputs <= p), the causal
 latent self-attention, padding, cross-attend dropout and KV-cached decoding.
 
-Masked scores are replaced by a large finite negative number (not -inf), so a query whose keys
-are all masked (a latent sitting on left padding) gets finite, ignored output and no NaN in
-either path; both paths then agree on it too.
+Masked scores are replaced by a large finite negative number (not -inf), and masked weights are
+then set to exactly 0. A query whose keys are all masked (a latent sitting on left padding, or
+one whose keys were all removed by cross-attend dropout) therefore gets an output of exactly 0 in
+both paths: never NaN, and never a uniform average over masked keys, which would include *later*
+inputs and leak the future into that latent (whose prediction of the next token can carry loss).
 
 The chunked path follows Rabe & Staats (2021) as the official code's ``_chunked_attend`` does:
 query chunks, key chunks, an online softmax, and ``jax.checkpoint`` on each key chunk so the
@@ -36,8 +38,10 @@ def make_mask(q_idx_M: jax.Array, k_idx_BxL: jax.Array, key_valid_BxL: jax.Array
 def dense_attention(q_BxMxHxK, k_BxLxHxK, v_BxLxHxK, q_idx_M, k_idx_BxL, key_valid_BxL):
     scale = q_BxMxHxK.shape[-1] ** -0.5
     s_BxHxMxL = jnp.einsum("bmhk,blhk->bhml", q_BxMxHxK, k_BxLxHxK).astype(jnp.float32) * scale
-    s_BxHxMxL = jnp.where(make_mask(q_idx_M, k_idx_BxL, key_valid_BxL), s_BxHxMxL, MASK_VALUE)
-    p_BxHxMxL = jax.nn.softmax(s_BxHxMxL, axis=-1).astype(v_BxLxHxK.dtype)
+    mask = make_mask(q_idx_M, k_idx_BxL, key_valid_BxL)
+    s_BxHxMxL = jnp.where(mask, s_BxHxMxL, MASK_VALUE)
+    # Zero masked weights: a no-op for a row with a visible key, output 0 for a row without one.
+    p_BxHxMxL = jnp.where(mask, jax.nn.softmax(s_BxHxMxL, axis=-1), 0.0).astype(v_BxLxHxK.dtype)
     return jnp.einsum("bhml,blhk->bmhk", p_BxHxMxL, v_BxLxHxK)
 
 
@@ -58,23 +62,19 @@ def chunked_attention(
     L = k_BxLxHxK.shape[1]
     qc, kc = min(query_chunk, M), min(key_chunk, L)
     scale = K**-0.5
-    # Pad to whole chunks; padded keys are invalid, padded queries are cut off at the end.
+    # Pad to whole chunks; padded keys are invalid (weight 0), padded queries are cut off at the end.
     q = _pad_to(q_BxMxHxK, 1, qc)
     q_idx = _pad_to(q_idx_M, 0, qc)
     k = _pad_to(k_BxLxHxK, 1, kc)
     v = _pad_to(v_BxLxHxK, 1, kc)
     k_idx = _pad_to(k_idx_BxL, 1, kc)
     valid = _pad_to(key_valid_BxL, 1, kc, value=False)
-    # Keys added only to fill the last chunk must weigh nothing even in a fully masked row
-    # (where the dense path spreads weight uniformly over the L real keys): score them lower.
-    real = _pad_to(jnp.ones((B, L), bool), 1, kc, value=False)
     nq, nk = q.shape[1] // qc, k.shape[1] // kc
     # Key chunks first on the scanned axis: [nk, B, kc, ...].
     k_chunks = k.reshape(B, nk, kc, H, K).swapaxes(0, 1)
     v_chunks = v.reshape(B, nk, kc, H, K).swapaxes(0, 1)
     kidx_chunks = k_idx.reshape(B, nk, kc).swapaxes(0, 1)
     valid_chunks = valid.reshape(B, nk, kc).swapaxes(0, 1)
-    real_chunks = real.reshape(B, nk, kc).swapaxes(0, 1)
 
     def one_query_chunk(args):
         q_BxCxHxK, qi_C = args
@@ -82,12 +82,12 @@ def chunked_attention(
         @jax.checkpoint
         def key_step(carry, xs):
             acc_BxHxCxK, m_BxHxC, l_BxHxC = carry
-            k_c, v_c, ki_c, val_c, real_c = xs
+            k_c, v_c, ki_c, val_c = xs
+            mask = make_mask(qi_C, ki_c, val_c)
             s = jnp.einsum("bchk,bjhk->bhcj", q_BxCxHxK, k_c).astype(jnp.float32) * scale
-            s = jnp.where(make_mask(qi_C, ki_c, val_c), s, MASK_VALUE)
-            s = jnp.where(real_c[:, None, None, :], s, 2 * MASK_VALUE)
+            s = jnp.where(mask, s, MASK_VALUE)
             m_new = jnp.maximum(m_BxHxC, s.max(-1))
-            p = jnp.exp(s - m_new[..., None])
+            p = jnp.where(mask, jnp.exp(s - m_new[..., None]), 0.0)
             corr = jnp.exp(m_BxHxC - m_new)
             l_new = l_BxHxC * corr + p.sum(-1)
             acc = acc_BxHxCxK * corr[..., None] + jnp.einsum("bhcj,bjhk->bhck", p.astype(v_c.dtype), v_c)
@@ -100,9 +100,10 @@ def chunked_attention(
             jnp.zeros((B, H, C), jnp.float32),
         )
         (acc, _, l), _ = jax.lax.scan(
-            key_step, init, (k_chunks, v_chunks, kidx_chunks, valid_chunks, real_chunks)
+            key_step, init, (k_chunks, v_chunks, kidx_chunks, valid_chunks)
         )
-        return (acc / l[..., None]).transpose(0, 2, 1, 3)  # B x C x H x K
+        # l == 0 only for a row with no visible key, whose acc is 0 too: output 0, no NaN.
+        return (acc / jnp.where(l > 0, l, 1.0)[..., None]).transpose(0, 2, 1, 3)  # B x C x H x K
 
     q_chunks = q.reshape(B, nq, qc, H, K).swapaxes(0, 1)
     qi_chunks = q_idx.reshape(nq, qc)

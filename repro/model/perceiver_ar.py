@@ -147,7 +147,9 @@ class PerceiverAR(nnx.Module):
         cfg.validate()
         self.cfg = cfg
         Di, D = cfg.input_width, cfg.d_model
-        self.embed = nnx.Embed(cfg.vocab_size, Di, rngs=rngs)
+        # Haiku's hk.Embed default (official code): truncated normal, stddev 1, so token
+        # embeddings are as large as the sinusoidal position features added to them.
+        self.embed = nnx.Embed(cfg.vocab_size, Di, embedding_init=nnx.initializers.truncated_normal(1.0), rngs=rngs)
         if cfg.position_encoding == "learned":
             sizes = cfg.position_table_sizes or (cfg.max_context + 1,)
             init = nnx.initializers.normal(0.02)

@@ -1,0 +1,36 @@
+# Perceiver AR reproduction suite. `make setup` then `make test`.
+PY ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+export JAX_PLATFORMS ?= cpu
+
+.PHONY: setup test test-all lint smoke run-copy reproduce-all clean
+
+setup:  ## create the virtualenv and install the suite with its test tools
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip
+	$(BIN)/pip install -e '.[dev]'
+
+test:  ## the default test run (CI): everything but tests marked slow
+	$(BIN)/python -m pytest -q
+
+test-all:  ## every test, slow ones included
+	$(BIN)/python -m pytest -q -m ''
+
+lint:
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+smoke:  ## every section's smoke preset, end to end
+	$(BIN)/repro run copy --preset smoke --workdir runs/smoke/copy
+
+run-copy:  ## the copy task's CPU preset (a few minutes)
+	$(BIN)/repro run copy
+
+reproduce-all:  ## every paper preset: needs TPU/GPU clusters, see README
+	@$(BIN)/python -c "import jax,sys; sys.exit(0 if jax.default_backend()!='cpu' or '$(FORCE)' else 'reproduce-all needs an accelerator (set FORCE=1 to run on CPU anyway)')"
+	$(BIN)/repro run copy --preset random_mirrored_32
+	$(BIN)/repro run copy --preset random_mirrored_131072
+
+clean:
+	rm -rf runs .pytest_cache

@@ -1,0 +1,65 @@
+"""Teacher-forced evaluation over a dataset's evaluation windows.
+
+Reports, over every non-PAD target: nats/token (with standard error), bits/token, token
+accuracy; and over the targets a section marks in ``score_mask`` (the copy task's mirrored
+half): token accuracy and per-sequence exact match (all marked targets right).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+
+from repro.eval.metrics import mean_and_stderr, nats_to_bits
+
+
+MODEL_KEYS = ("inputs", "targets", "positions")
+
+
+def _pad_batch(batch: dict[str, np.ndarray], size: int) -> tuple[dict[str, np.ndarray], int]:
+    """The model's arrays, padded with all-PAD rows to the (compiled) batch size."""
+    n = len(batch["inputs"])
+    batch = {k: batch[k] for k in MODEL_KEYS if k in batch}
+    if n == size:
+        return batch, n
+    # Rows of PAD: every target masked, so they add nothing to any sum.
+    return {k: np.concatenate([v, np.zeros((size - n, *v.shape[1:]), v.dtype)]) for k, v in batch.items()}, n
+
+
+def evaluate(eval_step, params, batches: Iterable[dict[str, np.ndarray]], batch_size: int) -> dict[str, float]:
+    nll_sum = nll_sq = tokens = correct = 0.0
+    s_correct = s_tokens = 0.0
+    seq_wrong: dict[int, float] = {}  # sequence id -> number of wrong scored targets
+    for raw in batches:
+        batch, n = _pad_batch(raw, batch_size)
+        nll, corr, mask = (np.asarray(a, np.float64)[:n] for a in eval_step(params, batch))
+        nll_sum += nll.sum()
+        nll_sq += np.square(nll).sum()
+        tokens += mask.sum()
+        correct += corr.sum()
+        if "score_mask" in raw:
+            sm = raw["score_mask"].astype(np.float64)
+            s_correct += (corr * sm).sum()
+            s_tokens += sm.sum()
+            wrong_B = ((1.0 - corr) * sm).sum(1)
+            ids = raw.get("seq_id", np.arange(len(wrong_B)) + len(seq_wrong))
+            for sid, w, has in zip(ids.tolist(), wrong_B.tolist(), (sm.sum(1) > 0).tolist(), strict=True):
+                if has:
+                    seq_wrong[sid] = seq_wrong.get(sid, 0.0) + w
+    mean, se = mean_and_stderr(nll_sum, nll_sq, tokens)
+    out = {
+        "nats_per_token": mean,
+        "nats_per_token_stderr": se,
+        "bits_per_token": nats_to_bits(mean),
+        "token_accuracy": correct / max(tokens, 1.0),
+        "eval_tokens": tokens,
+    }
+    if s_tokens:
+        out.update(
+            scored_token_accuracy=s_correct / s_tokens,
+            sequence_accuracy=sum(w == 0 for w in seq_wrong.values()) / max(len(seq_wrong), 1),
+            scored_tokens=s_tokens,
+            eval_sequences=len(seq_wrong),
+        )
+    return out

@@ -1,0 +1,1 @@
+"""Optimiser, the jitted train step, and the training loop."""
