@@ -20,6 +20,7 @@ PositionEncoding = Literal["rotary", "sinusoidal", "learned", "none"]
 AttentionImpl = Literal["dense", "chunked"]
 Schedule = Literal["constant", "cosine", "rsqrt"]
 LossNorm = Literal["sum", "mean"]
+ComputeDtype = Literal["float32", "bfloat16"]
 
 
 class ConfigError(ValueError):
@@ -66,6 +67,15 @@ class ModelConfig:
     cross_head_group: int = 0  # heads computed at a time in the cross-attend; 0 = all
     self_head_group: int = 0
     final_init_zeros: bool = True
+    # Init stddev of learned position tables (Perceiver IO TrainablePositionEncoding init_scale).
+    learned_position_init: float = 0.02
+    # Precision and memory. Parameters are always stored (and updated) in float32; with
+    # "bfloat16" the train / eval steps run the model on a bfloat16 copy of them
+    # (repro.train.step.cast_for_compute), except the final logits layer: logits, softmax and
+    # the loss stay float32. remat: recompute each cross / self-attend block in the backward
+    # pass instead of keeping its activations (per-layer rematerialisation).
+    compute_dtype: ComputeDtype = "float32"
+    remat: bool = False
 
     @property
     def input_width(self) -> int:
@@ -141,15 +151,23 @@ class TrainConfig:
     log_every: int = 10
     eval_every: int = 100
     checkpoint_every: int = 500
-    keep_checkpoints: int = 2
+    keep_checkpoints: int = 2  # the latest N checkpoints are kept ...
+    keep_best_checkpoints: int = 1  # ... and the best N by eval nats/token (0 = off)
     stop_at_accuracy: float = 0.0  # copy task: stop early once eval accuracy reaches this (0 = never)
 
 
 @dataclass(frozen=True)
 class MeshConfig:
-    """Named device axes; -1 = all remaining devices."""
+    """Named device axes (``repro/parallel.py``); -1 = all remaining devices (at most one axis).
+
+    data: batch split, parameters replicated. fsdp: batch split and parameters / optimiser
+    state split along their width (ZeRO-3). tensor: heads / MLP hidden / vocabulary split.
+    The global batch (per micro-batch) must be divisible by data x fsdp.
+    """
 
     data: int = -1
+    fsdp: int = 1
+    tensor: int = 1
 
 
 @dataclass(frozen=True)

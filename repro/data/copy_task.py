@@ -17,6 +17,7 @@ import numpy as np
 
 from repro.data.tokens import EOS_ID, NUM_RESERVED, SOS_ID
 from repro.data.windows import cut_windows, random_crop_ends
+from repro.eval.protocols import Document, EvalBatches, parse_protocol
 
 VOCAB_SIZE = 256 + NUM_RESERVED
 
@@ -53,37 +54,50 @@ class CopyTask:
             raise ValueError(f"max_context={L} is shorter than the {seq_len - 1} inputs of a copy sequence")
 
     def train_batch(self, step: int, batch_size: int, process_index: int = 0, process_count: int = 1):
-        """This process's share of global batch ``step`` (rows process_index::process_count)."""
+        """This process's share of global batch ``step``: contiguous row block ``process_index``
+        of ``process_count`` (the layout ``jax.make_array_from_process_local_data`` expects)."""
+        if batch_size % process_count:
+            raise ValueError(f"batch_size={batch_size} is not divisible by {process_count} processes")
         rng = np.random.default_rng([self.train_seed, step])
         seqs = mirrored_sequences(rng, batch_size, self.seq_len)
         ends = random_crop_ends(rng, np.full(batch_size, self.seq_len), self.min_crop)
         w = cut_windows(seqs, ends, self.L, self.M)
-        return {k: v[process_index::process_count] for k, v in w.items()}
+        n = batch_size // process_count
+        return {k: v[process_index * n : (process_index + 1) * n] for k, v in w.items()}
 
     def eval_sequences(self, num: int) -> np.ndarray:
         return mirrored_sequences(np.random.default_rng([self.eval_seed, 1 << 20]), num, self.seq_len)
 
-    def eval_window_ends(self) -> np.ndarray:
-        """Window ends covering the mirrored half + EOS with the M latents, last window first.
+    def evaluated_mask(self) -> np.ndarray:
+        """Bool [seq_len - 1] over targets s[1:]: the evaluated targets, the mirrored half + EOS.
 
-        With M >= n + 1 one window (ending at EOS) scores the whole mirrored half; with fewer
-        latents (e.g. 1024 latents for 131,072 tokens) consecutive blocks of M targets are
-        scored, each with all of the sequence before it as context (as ``blocked:M``).
+        The first half is uniform noise (ln 256 nats per token for any model) and is not
+        evaluated; nats/token are over the mirrored half and EOS.
         """
-        n, last = (self.seq_len - 2) // 2, self.seq_len - 1
-        return np.arange(last, n, -self.M)
+        m = mirrored_half_mask(self.seq_len)
+        m[-1] = True  # EOS
+        return m
 
-    def eval_batches(self, num: int, batch_size: int):
-        """Windows over whole sequences with the mirrored half marked and a sequence id per row."""
+    def eval_documents(self, num: int) -> list[Document]:
         seqs = self.eval_sequences(num)
-        score = mirrored_half_mask(self.seq_len)
-        ends = self.eval_window_ends()
-        seq_ids, end_list = np.repeat(np.arange(num), len(ends)), np.tile(ends, num)
-        for i in range(0, len(seq_ids), batch_size):
-            ids, e = seq_ids[i : i + batch_size], end_list[i : i + batch_size]
-            w = cut_windows(seqs[ids], e, self.L, self.M, np.broadcast_to(score, (len(ids), len(score))))
-            w["seq_id"] = ids
-            yield w
+        ev, score = self.evaluated_mask(), mirrored_half_mask(self.seq_len)
+        return [Document(s, evaluated=ev, score_mask=score) for s in seqs]
+
+    @property
+    def default_protocol(self) -> str:
+        """``blocked:M``: with M >= n + 1 one window (ending at EOS) scores the whole mirrored
+        half; with fewer latents (e.g. 1024 latents for 131,072 tokens) consecutive blocks of M
+        targets are scored, each with all of the sequence before it as context."""
+        return f"blocked:{self.M}"
+
+    def eval_batches(
+        self, num: int, batch_size: int, protocol: str | None = None, max_examples: int | None = None
+    ) -> EvalBatches:
+        """Windows over whole eval sequences under ``protocol`` (default ``blocked:M``), with the
+        mirrored half marked in ``score_mask`` and a sequence id per row."""
+        proto = parse_protocol(protocol or self.default_protocol, self.M)
+        docs = self.eval_documents(num)
+        return EvalBatches(docs, proto, self.L, self.M, batch_size, max_examples=max_examples)
 
     def data_hash(self, num_eval: int) -> str:
         """sha256 of the evaluation set (the training stream is determined by the seed)."""

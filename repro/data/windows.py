@@ -20,12 +20,19 @@ from repro.data.tokens import PAD_ID
 
 
 def cut_windows(
-    seqs_BxT: np.ndarray, ends_B: np.ndarray, L: int, M: int, score_BxT: np.ndarray | None = None
+    seqs_BxT: np.ndarray,
+    ends_B: np.ndarray,
+    L: int,
+    M: int,
+    score_BxT: np.ndarray | None = None,
+    positions_BxTxP: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Windows ending at ``ends_B`` (exclusive, in input coordinates) of each padded sequence.
 
     ``score_BxT`` optionally marks targets (``s[1:]`` coordinates, so length T-1 suffices) that a
     section scores specially, e.g. the mirrored half of the copy task; it is cut like targets.
+    ``positions_BxTxP`` optionally gives each token's position from the data (e.g. (x, y,
+    channel) for images); the default is the 1-based offset in the sequence. PAD inputs get 0.
     """
     seqs_BxT = np.asarray(seqs_BxT)
     B, T = seqs_BxT.shape
@@ -38,7 +45,11 @@ def cut_windows(
     in_idx_BxL = ends_B[:, None] - L + np.arange(L)[None, :]
     in_ok = in_idx_BxL >= 0
     inputs = np.where(in_ok, inputs_BxT1[rows, np.clip(in_idx_BxL, 0, None)], PAD_ID)
-    positions = np.where(in_ok & (inputs != PAD_ID), in_idx_BxL + 1, 0)
+    if positions_BxTxP is None:
+        positions = np.where(in_ok & (inputs != PAD_ID), in_idx_BxL + 1, 0)[..., None]
+    else:
+        pos = np.asarray(positions_BxTxP)[rows, np.clip(in_idx_BxL, 0, None)]  # B x L x P
+        positions = np.where((in_ok & (inputs != PAD_ID))[..., None], pos, 0)
 
     tg_idx_BxM = ends_B[:, None] - M + np.arange(M)[None, :]
     tg_ok = tg_idx_BxM >= 0
@@ -46,7 +57,7 @@ def cut_windows(
     out = {
         "inputs": inputs.astype(np.int32),
         "targets": targets.astype(np.int32),
-        "positions": positions[..., None].astype(np.int32),
+        "positions": positions.astype(np.int32),
     }
     if score_BxT is not None:
         score = np.asarray(score_BxT, bool)[:, : T - 1]

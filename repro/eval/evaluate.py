@@ -1,18 +1,21 @@
 """Teacher-forced evaluation over a dataset's evaluation windows.
 
-Reports, over every non-PAD target: nats/token (with standard error), bits/token, token
-accuracy; and over the targets a section marks in ``score_mask`` (the copy task's mirrored
-half): token accuracy and per-sequence exact match (all marked targets right).
+Reports, over every scored (non-PAD) target: nats/token, bits/token and perplexity, each with a
+standard error (``repro/eval/metrics.py``), word-level perplexity when the split's word count is
+known, bits/dim for image sections, token accuracy; and over the targets a section marks in
+``score_mask`` (the copy task's mirrored half): token accuracy and per-sequence exact match (all
+marked targets right). When the batches come from a named protocol
+(``repro/eval/protocols.py``), its name is recorded as ``protocol``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
-from repro.eval.metrics import mean_and_stderr, nats_to_bits
-
+from repro.eval.metrics import NLLSums
 
 MODEL_KEYS = ("inputs", "targets", "positions")
 
@@ -27,16 +30,15 @@ def _pad_batch(batch: dict[str, np.ndarray], size: int) -> tuple[dict[str, np.nd
     return {k: np.concatenate([v, np.zeros((size - n, *v.shape[1:]), v.dtype)]) for k, v in batch.items()}, n
 
 
-def evaluate(eval_step, params, batches: Iterable[dict[str, np.ndarray]], batch_size: int) -> dict[str, float]:
-    nll_sum = nll_sq = tokens = correct = 0.0
+def evaluate(eval_step, params, batches: Iterable[dict[str, np.ndarray]], batch_size: int) -> dict[str, Any]:
+    sums = NLLSums()
+    correct = 0.0
     s_correct = s_tokens = 0.0
     seq_wrong: dict[int, float] = {}  # sequence id -> number of wrong scored targets
     for raw in batches:
         batch, n = _pad_batch(raw, batch_size)
         nll, corr, mask = (np.asarray(a, np.float64)[:n] for a in eval_step(params, batch))
-        nll_sum += nll.sum()
-        nll_sq += np.square(nll).sum()
-        tokens += mask.sum()
+        sums.add(nll, mask)
         correct += corr.sum()
         if "score_mask" in raw:
             sm = raw["score_mask"].astype(np.float64)
@@ -47,14 +49,14 @@ def evaluate(eval_step, params, batches: Iterable[dict[str, np.ndarray]], batch_
             for sid, w, has in zip(ids.tolist(), wrong_B.tolist(), (sm.sum(1) > 0).tolist(), strict=True):
                 if has:
                     seq_wrong[sid] = seq_wrong.get(sid, 0.0) + w
-    mean, se = mean_and_stderr(nll_sum, nll_sq, tokens)
-    out = {
-        "nats_per_token": mean,
-        "nats_per_token_stderr": se,
-        "bits_per_token": nats_to_bits(mean),
-        "token_accuracy": correct / max(tokens, 1.0),
-        "eval_tokens": tokens,
-    }
+    info = getattr(batches, "info", {})
+    out: dict[str, Any] = {}
+    if getattr(batches, "protocol", None):
+        out["protocol"] = batches.protocol
+    out.update(sums.summary(num_words=info.get("num_words"), bits_per_dim=bool(info.get("bits_per_dim"))))
+    out["token_accuracy"] = correct / max(sums.n, 1.0)
+    if "documents" in info:
+        out["eval_documents"] = info["documents"]
     if s_tokens:
         out.update(
             scored_token_accuracy=s_correct / s_tokens,

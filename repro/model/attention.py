@@ -37,7 +37,8 @@ def make_mask(q_idx_M: jax.Array, k_idx_BxL: jax.Array, key_valid_BxL: jax.Array
 
 def dense_attention(q_BxMxHxK, k_BxLxHxK, v_BxLxHxK, q_idx_M, k_idx_BxL, key_valid_BxL):
     scale = q_BxMxHxK.shape[-1] ** -0.5
-    s_BxHxMxL = jnp.einsum("bmhk,blhk->bhml", q_BxMxHxK, k_BxLxHxK).astype(jnp.float32) * scale
+    s_BxHxMxL = jnp.einsum("bmhk,blhk->bhml", q_BxMxHxK, k_BxLxHxK, preferred_element_type=jnp.float32)
+    s_BxHxMxL = s_BxHxMxL * scale
     mask = make_mask(q_idx_M, k_idx_BxL, key_valid_BxL)
     s_BxHxMxL = jnp.where(mask, s_BxHxMxL, MASK_VALUE)
     # Zero masked weights: a no-op for a row with a visible key, output 0 for a row without one.
@@ -84,13 +85,15 @@ def chunked_attention(
             acc_BxHxCxK, m_BxHxC, l_BxHxC = carry
             k_c, v_c, ki_c, val_c = xs
             mask = make_mask(qi_C, ki_c, val_c)
-            s = jnp.einsum("bchk,bjhk->bhcj", q_BxCxHxK, k_c).astype(jnp.float32) * scale
+            s = jnp.einsum("bchk,bjhk->bhcj", q_BxCxHxK, k_c, preferred_element_type=jnp.float32) * scale
             s = jnp.where(mask, s, MASK_VALUE)
             m_new = jnp.maximum(m_BxHxC, s.max(-1))
             p = jnp.where(mask, jnp.exp(s - m_new[..., None]), 0.0)
             corr = jnp.exp(m_BxHxC - m_new)
             l_new = l_BxHxC * corr + p.sum(-1)
-            acc = acc_BxHxCxK * corr[..., None] + jnp.einsum("bhcj,bjhk->bhck", p.astype(v_c.dtype), v_c)
+            acc = acc_BxHxCxK * corr[..., None] + jnp.einsum(
+                "bhcj,bjhk->bhck", p.astype(v_c.dtype), v_c, preferred_element_type=jnp.float32
+            )
             return (acc, m_new, l_new), None
 
         C = q_BxCxHxK.shape[1]
@@ -99,9 +102,7 @@ def chunked_attention(
             jnp.full((B, H, C), -jnp.inf, jnp.float32),
             jnp.zeros((B, H, C), jnp.float32),
         )
-        (acc, _, l), _ = jax.lax.scan(
-            key_step, init, (k_chunks, v_chunks, kidx_chunks, valid_chunks)
-        )
+        (acc, _, l), _ = jax.lax.scan(key_step, init, (k_chunks, v_chunks, kidx_chunks, valid_chunks))
         # l == 0 only for a row with no visible key, whose acc is 0 too: output 0, no NaN.
         return (acc / jnp.where(l > 0, l, 1.0)[..., None]).transpose(0, 2, 1, 3)  # B x C x H x K
 

@@ -52,6 +52,22 @@ class _Keys:
         return jax.random.fold_in(self.rng, self.n)
 
 
+class _GivenKeys(_Keys):
+    """Pre-drawn keys handed out in order: a rematerialised block gets the very keys it would
+    have drawn itself, so remat on / off computes the same function (same dropout masks)."""
+
+    def __init__(self, *keys):
+        self.given, self.n = keys, 0
+
+    def __call__(self) -> jax.Array | None:
+        self.n += 1
+        return self.given[self.n - 1]
+
+
+# Dropout keys each block draws (two: after attention and after the MLP).
+_KEYS_PER_BLOCK = 2
+
+
 def sq_relu(x):
     return jnp.square(jax.nn.relu(x))
 
@@ -152,7 +168,7 @@ class PerceiverAR(nnx.Module):
         self.embed = nnx.Embed(cfg.vocab_size, Di, embedding_init=nnx.initializers.truncated_normal(1.0), rngs=rngs)
         if cfg.position_encoding == "learned":
             sizes = cfg.position_table_sizes or (cfg.max_context + 1,)
-            init = nnx.initializers.normal(0.02)
+            init = nnx.initializers.normal(cfg.learned_position_init)
             self.pos_tables = nnx.List([nnx.Embed(n, Di, embedding_init=init, rngs=rngs) for n in sizes])
         self.z_linear = nnx.Linear(Di, D, rngs=rngs)
         self.cross = CrossAttendBlock(cfg, rngs=rngs)
@@ -198,6 +214,13 @@ class PerceiverAR(nnx.Module):
             x, pos, idx, valid = take(x), take(pos), take(idx), take(valid)
         return x, pos, idx, valid
 
+    def _block(self, block: nnx.Module, keys: _Keys, *args):
+        """``block(*args, keys)``, rematerialised in the backward pass when ``cfg.remat``."""
+        if not self.cfg.remat:
+            return block(*args, keys)
+        given = tuple(keys() for _ in range(_KEYS_PER_BLOCK))
+        return nnx.remat(lambda b, g, *a: b(*a, _GivenKeys(*g)))(block, given, *args)
+
     # -------------------------------------------------------------------------------- forward
     def __call__(
         self,
@@ -230,9 +253,9 @@ class PerceiverAR(nnx.Module):
         kx, kpos, kidx, kvalid = self._restrict_inputs(
             x_BxLxDi, positions_BxLxP, jnp.broadcast_to(idx_L, (B, L)), valid_BxL, M, keys()
         )
-        z = self.cross(z_BxMxD, kx, qpos_BxM, kpos[..., 0], q_idx_M, kidx, kvalid, keys)
+        z = self._block(self.cross, keys, z_BxMxD, kx, qpos_BxM, kpos[..., 0], q_idx_M, kidx, kvalid)
         for layer in self.layers:
-            z = layer(z, qpos_BxM, q_idx_M, valid_BxM, keys)
+            z = self._block(layer, keys, z, qpos_BxM, q_idx_M, valid_BxM)
         return self.logits(self.ln_final(z)).astype(jnp.float32)
 
 

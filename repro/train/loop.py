@@ -6,50 +6,71 @@ Everything a run produces lives in its workdir:
     metrics.jsonl    one JSON object per logged step / evaluation
     checkpoints/     Orbax checkpoints (rerunning the same command resumes from the latest)
     results.json     final evaluation + provenance, written atomically at the end
+
+Multi-process: every process runs this same function; each reads only its block of every
+global batch (``Dataset.train_batch(step, B, block, blocks)``), the global batch is assembled
+with ``jax.make_array_from_process_local_data``, every process takes part in checkpointing, and
+only process 0 writes config.json, metrics.jsonl, results.json and console output.
+
+Ending early: a non-finite loss / gradient / parameter raises :class:`TrainingDiverged` with the
+first bad step (the state is checked before every log line and every checkpoint, so no bad state
+is ever saved). SIGINT (Ctrl-C) or SIGTERM (preemption) saves a checkpoint at the current step
+and raises :class:`TrainingInterrupted` (the CLI exits with 130); a second Ctrl-C aborts at once.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
+import signal
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from repro import config as C
-from repro.checkpoint import Checkpointer
+from repro.checkpoint import BEST_METRIC, Checkpointer
 from repro.eval.evaluate import evaluate
-from repro.model import PerceiverAR, count_params
-from repro.parallel import batch_sharding, make_mesh, replicated
+from repro.model import PerceiverAR
+from repro.parallel import (
+    batch_divisor,
+    batch_sharding,
+    describe,
+    make_mesh,
+    process_batch_block,
+    state_shardings,
+)
 from repro.runinfo import device_info, git_sha, now, versions, write_json_atomic
+from repro.train.errors import TrainingDiverged, TrainingInterrupted
 from repro.train.optim import make_optimizer
 from repro.train.step import make_steps
+
+__all__ = ["Run", "TrainingDiverged", "TrainingInterrupted", "build", "train"]
 
 
 class Dataset(Protocol):
     vocab_size: int
 
-    def train_batch(self, step: int, batch_size: int, process_index: int = 0, process_count: int = 1): ...
+    def train_batch(self, step: int, batch_size: int, process_index: int = 0, process_count: int = 1):
+        """Row block ``process_index`` of ``process_count`` equal contiguous blocks of batch ``step``."""
 
     def eval_batches(self, num: int, batch_size: int): ...
 
     def data_hash(self, num_eval: int) -> str: ...
 
 
-class TrainingDiverged(RuntimeError):
-    pass
-
-
 @dataclass
 class Run:
-    """A built run: model graph, parameters, optimiser state and jitted steps."""
+    """A built run: model graph, parameters, optimiser state, shardings and jitted steps."""
 
     exp: C.Experiment
     graphdef: Any
@@ -58,16 +79,82 @@ class Run:
     steps: Any
     mesh: Any
     num_params: int
+    param_shardings: Any = None
+    opt_shardings: Any = None
+    tx: Any = None
+    abstract: dict[str, Any] = field(default_factory=dict)  # ShapeDtypeStructs with shardings
 
 
-def build(exp: C.Experiment) -> Run:
-    mesh = make_mesh(exp.mesh)
-    model = PerceiverAR(exp.model, rngs=nnx.Rngs(exp.train.seed))
-    graphdef, params = nnx.split(model)
+def _with_sharding(abstract, shardings):
+    return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
+
+
+def build(exp: C.Experiment, *, mesh=None, init: bool = True) -> Run:
+    """Shapes first, then shardings, then a jitted, sharded initialisation: the model is never
+    materialised on one device. ``init=False`` leaves ``params`` / ``opt_state`` abstract
+    (ShapeDtypeStructs with shardings), for dry runs and for restoring a checkpoint."""
+    mesh = mesh or make_mesh(exp.mesh)
+    micro = exp.train.batch_size // exp.train.grad_accum
+    if micro % batch_divisor(mesh):
+        raise C.ConfigError(
+            f"the (micro-)batch of {micro} rows cannot be split over the mesh's {batch_divisor(mesh)} "
+            f"data-parallel devices ({describe(mesh)}); change train.batch_size or the mesh"
+        )
+    p = _parts(exp, mesh)
+    if init:
+        params = p["init_params"]()
+        opt_state = p["init_opt"](params)
+    else:
+        params, opt_state = p["abstract"]["params"], p["abstract"]["opt_state"]
+    return Run(
+        exp, p["graphdef"], params, opt_state, p["steps"], mesh, p["num_params"], p["param_sh"], p["opt_sh"],
+        p["tx"], p["abstract"],
+    )  # fmt: skip
+
+
+@functools.lru_cache(maxsize=8)
+def _parts(exp: C.Experiment, mesh) -> dict[str, Any]:
+    """Everything of a build but the state, cached per (experiment, mesh): building the same run
+    twice in a process (tests, eval after train) reuses the compiled init and step functions."""
+    seed = exp.train.seed
+
+    def make_model():
+        return PerceiverAR(exp.model, rngs=nnx.Rngs(seed))
+
+    graphdef, abstract_params = nnx.split(nnx.eval_shape(make_model))
     tx = make_optimizer(exp.optim)
-    params = jax.device_put(params, replicated(mesh))
-    opt_state = jax.jit(tx.init, out_shardings=replicated(mesh))(params)
-    return Run(exp, graphdef, params, opt_state, make_steps(exp, graphdef, tx, mesh), mesh, count_params(model))
+    param_sh = state_shardings(abstract_params, mesh)
+    abstract_opt = jax.eval_shape(tx.init, abstract_params)
+    opt_sh = state_shardings(abstract_opt, mesh)
+    return {
+        "graphdef": graphdef,
+        "tx": tx,
+        "param_sh": param_sh,
+        "opt_sh": opt_sh,
+        "abstract": {
+            "params": _with_sharding(abstract_params, param_sh),
+            "opt_state": _with_sharding(abstract_opt, opt_sh),
+        },
+        "num_params": sum(math.prod(x.shape) for x in jax.tree.leaves(abstract_params)),
+        "init_params": jax.jit(lambda: nnx.state(make_model()), out_shardings=param_sh),
+        "init_opt": jax.jit(tx.init, out_shardings=opt_sh),
+        "steps": make_steps(exp, graphdef, tx, mesh, param_sh, opt_sh),
+    }
+
+
+# Config sections that may differ between a run and its resumption: the step budget, and the
+# mesh (Orbax restores into the new shardings, e.g. a run moved to a different pod size).
+_RESUMABLE_CHANGES = {"train": ("steps",), "mesh": None}
+
+
+def _comparable(d: dict) -> dict:
+    out = dict(d)
+    for sec, keys in _RESUMABLE_CHANGES.items():
+        if keys is None:
+            out.pop(sec, None)
+        else:
+            out[sec] = {k: v for k, v in out.get(sec, {}).items() if k not in keys}
+    return out
 
 
 def _check_workdir(workdir: Path, exp: C.Experiment) -> None:
@@ -77,13 +164,9 @@ def _check_workdir(workdir: Path, exp: C.Experiment) -> None:
             old = json.loads(cfg_path.read_text())
         except json.JSONDecodeError:
             raise C.ConfigError(f"{cfg_path} is not valid JSON; use a fresh --workdir") from None
-        new = C.experiment_to_dict(exp)
-        # Only the step budget may change between a run and its resumption.
-        strip = lambda d: {**d, "train": {k: v for k, v in d.get("train", {}).items() if k != "steps"}}
-        if strip(json.loads(json.dumps(new))) != strip(old):
-            raise C.ConfigError(
-                f"{workdir} holds a run with a different config; pass another --workdir (or delete it)"
-            )
+        new = json.loads(json.dumps(C.experiment_to_dict(exp)))
+        if _comparable(new) != _comparable(old):
+            raise C.ConfigError(f"{workdir} holds a run with a different config; pass another --workdir (or delete it)")
 
 
 def _read_metrics(path: Path, upto_step: int) -> list[dict]:
@@ -91,6 +174,36 @@ def _read_metrics(path: Path, upto_step: int) -> list[dict]:
         return []
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     return [r for r in rows if r.get("step", 0) <= upto_step]
+
+
+class _StopRequest:
+    """Turns SIGINT / SIGTERM into a flag checked between steps (main thread only)."""
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGINT, signal.SIGTERM):
+                self._old[s] = signal.signal(s, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now, without saving
+        self.signum = signum
+
+    def __exit__(self, *exc):
+        for s, h in self._old.items():
+            signal.signal(s, h)
+        return False
+
+
+@jax.jit
+def _track_first_bad(first_bad, finite, step):
+    """Device-side: the first step whose state was non-finite (-1 = none), without a host sync."""
+    return jnp.where((first_bad < 0) & ~finite, step, first_bad)
 
 
 def train(
@@ -102,32 +215,50 @@ def train(
     show_progress: bool = True,
 ) -> dict[str, Any]:
     """Train (or resume) ``exp`` in ``workdir``; returns the final results dict."""
+    t = exp.train
+    is_main = jax.process_index() == 0
     console = console or Console(stderr=True)
+    if not is_main:
+        console = Console(stderr=True, quiet=True)
     workdir = Path(workdir)
-    t, is_main = exp.train, jax.process_index() == 0
     workdir.mkdir(parents=True, exist_ok=True)
     _check_workdir(workdir, exp)
     if is_main:
         write_json_atomic(workdir / "config.json", C.experiment_to_dict(exp))
 
-    run = build(exp)
-    ckpt = Checkpointer(workdir, keep=t.keep_checkpoints)
+    run = build(exp, init=False)
+    ckpt = Checkpointer(workdir, keep=t.keep_checkpoints, keep_best=t.keep_best_checkpoints)
+    try:
+        return _train(exp, dataset, workdir, run, ckpt, console, show_progress, is_main)
+    finally:
+        ckpt.close()
+
+
+def _train(exp, dataset, workdir: Path, run: Run, ckpt: Checkpointer, console, show_progress, is_main):
+    t = exp.train
+    pc = jax.process_count()
     start = ckpt.latest_step() or 0
     if start:
-        state = ckpt.restore(start, {"params": run.params, "opt_state": run.opt_state})
+        state = ckpt.restore(start, run.abstract)
         run.params, run.opt_state = state["params"], state["opt_state"]
+        meta = ckpt.metadata(start)
+        if meta.get("data_position", start) != start:
+            raise RuntimeError(f"checkpoint {start} records data position {meta['data_position']}")
         console.print(f"[bold]resuming[/] from step {start} in {workdir}")
+    else:
+        fresh = build(exp, mesh=run.mesh)
+        run.params, run.opt_state = fresh.params, fresh.opt_state
     metrics_path = workdir / "metrics.jsonl"
     history = _read_metrics(metrics_path, start)
     if is_main:  # drop rows logged after the checkpoint we resumed from
         metrics_path.write_text("".join(json.dumps(r) + "\n" for r in history))
 
     data_sh = batch_sharding(run.mesh)
-    pi, pc = jax.process_index(), jax.process_count()
+    block, blocks = process_batch_block(data_sh, t.batch_size)
     eval_bs = t.batch_size
 
     def global_batch(step: int):
-        local = dataset.train_batch(step, t.batch_size, pi, pc)
+        local = dataset.train_batch(step, t.batch_size, block, blocks)
         return {k: jax.make_array_from_process_local_data(data_sh, v) for k, v in local.items()}
 
     def run_eval() -> dict[str, float]:
@@ -139,9 +270,43 @@ def train(
             with metrics_path.open("a") as f:
                 f.write(json.dumps(row) + "\n")
 
+    def save(step: int, eval_metrics: dict[str, float] | None) -> None:
+        meta = {
+            "rng": f"dropout key = fold_in(key(train.seed={t.seed}), step); "
+            f"batch = f(data.train_seed={exp.data.train_seed}, step)",
+            "seed": t.seed,
+            "data_seed": exp.data.train_seed,
+            "mesh": describe(run.mesh),
+            "processes": pc,
+        }
+        metrics = {BEST_METRIC: eval_metrics["nats_per_token"]} if eval_metrics else None
+        ckpt.save(step, {"params": run.params, "opt_state": run.opt_state}, meta, metrics)
+
+    first_bad = jnp.int32(-1)
+
+    def check_finite(step: int) -> None:
+        bad = int(first_bad)
+        if bad >= 0:
+            last = ckpt.latest_step()
+            kept = f"the last good checkpoint (step {last}) is kept" if last else "no checkpoint had been saved"
+            raise TrainingDiverged(
+                f"non-finite loss, gradient or parameter at step {bad} (checked at step {step}); "
+                f"training stopped; {kept} in {ckpt.dir}",
+                bad,
+            )
+
+    def agree(flag: bool) -> bool:
+        if pc == 1:
+            return flag
+        from jax.experimental import multihost_utils
+
+        return bool(np.any(multihost_utils.process_allgather(np.array([flag]))))
+
     console.print(
         f"[bold]{exp.section}/{exp.preset}[/] ({exp.scale}) {run.num_params:,} parameters, "
-        f"context {exp.model.max_context}, {exp.model.num_latents} latents, {t.steps} steps"
+        f"context {exp.model.max_context}, {exp.model.num_latents} latents, {t.steps} steps, "
+        f"mesh {describe(run.mesh)}, {pc} process(es), compute {exp.model.compute_dtype}"
+        + (", remat" if exp.model.remat else "")
     )
     step, stopped_early, last_eval = start, False, None
     t0, tokens_seen = time.perf_counter(), 0.0
@@ -149,26 +314,31 @@ def train(
         TextColumn("[bold blue]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
         TimeElapsedColumn(), console=console, disable=not (show_progress and is_main),
     )  # fmt: skip
-    with progress:
+    with progress, _StopRequest() as stop:
         task = progress.add_task("train", total=t.steps, completed=start, info="")
         while step < t.steps:
             batch = global_batch(step)
             run.params, run.opt_state, m = run.steps.train(run.params, run.opt_state, batch, np.int32(step))
             step += 1
-            if step % t.log_every == 0 or step == t.steps:
-                m = {k: float(v) for k, v in jax.device_get(m).items()}
-                if not math.isfinite(m["loss"]):
-                    raise TrainingDiverged(
-                        f"loss is {m['loss']} at step {step}; the last good checkpoint is kept in {ckpt.dir}"
-                    )
+            first_bad = _track_first_bad(first_bad, m["finite"], np.int32(step))
+            is_log = step % t.log_every == 0 or step == t.steps
+            is_eval = step % t.eval_every == 0 or step == t.steps
+            # Multi-process: agree on a stop request at log steps only (one collective per log).
+            stop_now = agree(stop.signum is not None) if (pc == 1 or is_log) else False
+            if is_log:
+                check_finite(step)
+                m = {k: float(v) for k, v in jax.device_get(m).items() if k != "finite"}
                 tokens_seen += m["tokens"] * t.log_every
                 elapsed = time.perf_counter() - t0
                 log({"step": step, **m, "time": elapsed})
                 progress.update(
-                    task, info=f"loss {m['loss']:.4f}  acc {m['accuracy']:.3f}  {tokens_seen / elapsed:,.0f} tok/s"
+                    task,
+                    info=f"loss {m['loss']:.4f}  acc {m['accuracy']:.3f}  {tokens_seen / elapsed:,.0f} tok/s",
                 )
-            if step % t.eval_every == 0 or step == t.steps:
-                last_eval = run_eval()
+            eval_now = None
+            if is_eval:
+                check_finite(step)
+                last_eval = eval_now = run_eval()
                 log({"step": step, **{f"eval/{k}": v for k, v in last_eval.items()}})
                 acc = last_eval.get("scored_token_accuracy", last_eval["token_accuracy"])
                 progress.console.print(
@@ -176,14 +346,24 @@ def train(
                 )
                 if t.stop_at_accuracy and acc >= t.stop_at_accuracy:
                     stopped_early = True
-            if step % t.checkpoint_every == 0 or step == t.steps or stopped_early:
-                ckpt.save(step, {"params": run.params, "opt_state": run.opt_state})
+            # Evaluated steps are saved too (when keeping the best), so the best can be kept.
+            best_candidate = eval_now is not None and t.keep_best_checkpoints > 0
+            if step % t.checkpoint_every == 0 or step == t.steps or stopped_early or stop_now or best_candidate:
+                check_finite(step)
+                save(step, eval_now)
             progress.update(task, completed=step)
+            if stop_now:
+                name = signal.Signals(stop.signum).name if stop.signum else "a stop request on another process"
+                raise TrainingInterrupted(
+                    f"interrupted by {name} at step {step}: checkpoint saved in {ckpt.dir}; "
+                    "rerun the same command to resume",
+                    step,
+                )
             if stopped_early:
                 break
     if last_eval is None:  # resumed at (or past) the end: evaluate the restored parameters
         last_eval = run_eval()
-    ckpt.close()
+    best = ckpt.best_step()
     results = {
         "section": exp.section,
         "preset": exp.preset,
@@ -193,10 +373,12 @@ def train(
         "steps": step,
         "stopped_early": stopped_early,
         "num_params": run.num_params,
+        "best_checkpoint_step": best,
         "train_seconds_this_session": time.perf_counter() - t0,
         "data_hash": dataset.data_hash(exp.data.eval_examples),
         "git_sha": git_sha(),
         "device": device_info(),
+        "mesh": describe(run.mesh),
         "versions": versions(),
         "date": now(),
         "config": C.experiment_to_dict(exp),

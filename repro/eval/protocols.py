@@ -1,0 +1,198 @@
+"""Named evaluation protocols over whole documents (paper §1.8 in shared/docs/paper.md).
+
+A *document* is a 1-D token array ``SOS ... EOS`` (``repro/data/windows.py``'s convention:
+targets are ``tokens[1:]``, target t is predicted from the inputs ``tokens[:t + 1]``). A protocol
+says which windows are run and which of their latents are scored:
+
+``stride1``   the official default: one window per target, ending at that target's input, with
+              up to ``max_context`` inputs before it; only its last latent is scored. Every
+              target gets the maximum available context (in the cross-attend *and* M - 1
+              preceding latents); one forward pass per target.
+``blocked:B`` the official ``eval_block_size``: sequential windows, each scoring its last B
+              targets (B <= num_latents) with up to ``max_context`` inputs before them. The last
+              window ends at the document's last target; the first one scores the remainder.
+              ``blocked:1`` is ``stride1``. A target that is k-th from the end of its block sees
+              the full input context but only M - k preceding latents, so ``blocked:B`` equals
+              ``stride1`` exactly when every document has at most M inputs (all latents of a
+              document are then visible to every target in both protocols) and differs, by
+              design, otherwise.
+
+Windows are run with the model's full M latents (as the official eval); targets a protocol does
+not score are set to PAD in the window, so the one PAD mask of ``token_losses`` removes them
+(``repro/eval/metrics.py``: padding is handled exactly once). A document may restrict the targets
+that are evaluated at all (``Document.evaluated``: the copy task evaluates its second half and
+EOS; images would exclude EOS to report bits per sub-pixel): windows then cover only the span of
+evaluated targets. The whole split is evaluated, in order; ``max_examples`` keeps the first N
+documents for quick looks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from repro.data.tokens import PAD_ID
+from repro.data.windows import cut_windows
+
+
+@dataclass(frozen=True)
+class Protocol:
+    name: str  # what goes into every result row, e.g. "stride1", "blocked:128"
+    block: int  # targets scored per window
+
+
+def parse_protocol(name: str, num_latents: int) -> Protocol:
+    """``stride1`` or ``blocked:B`` (``blocked:M`` is also accepted and resolved to the number)."""
+    name = name.strip()
+    if name == "stride1":
+        return Protocol("stride1", 1)
+    if name.startswith("blocked:"):
+        raw = name.split(":", 1)[1]
+        if raw == "M":
+            raw = str(num_latents)
+        try:
+            B = int(raw)
+        except ValueError:
+            raise ValueError(f"protocol '{name}': block size must be an integer") from None
+        if not 1 <= B <= num_latents:
+            raise ValueError(f"protocol '{name}': block size must be in [1, num_latents={num_latents}]")
+        return Protocol(f"blocked:{B}", B)
+    raise ValueError(f"unknown evaluation protocol '{name}' (stride1, or blocked:B with B <= {num_latents})")
+
+
+@dataclass
+class Document:
+    """One evaluation document.
+
+    tokens:     [T] SOS ... EOS; PAD at either end is stripped (it is padding, not content).
+    positions:  [T, P] positions from the data (e.g. (x, y, channel)); None = 1-based offsets.
+    evaluated:  [T - 1] bool over targets ``tokens[1:]``: which targets are evaluated (None = all).
+    score_mask: [T - 1] bool: a section's subset for accuracy / exact match (copy: mirrored half).
+    num_words:  the document's words in the dataset's own word counting (word-level perplexity).
+    """
+
+    tokens: np.ndarray
+    positions: np.ndarray | None = None
+    evaluated: np.ndarray | None = None
+    score_mask: np.ndarray | None = None
+    num_words: float | None = None
+
+    def __post_init__(self):
+        t = np.asarray(self.tokens, np.int32)
+        if t.ndim != 1:
+            raise ValueError("a document is a 1-D token array")
+        nz = np.flatnonzero(t != PAD_ID)
+        a, b = (int(nz[0]), int(nz[-1]) + 1) if len(nz) else (0, 0)
+        if b - a < 2:
+            raise ValueError("a document needs at least two tokens (SOS and one target)")
+        self.tokens = t[a:b]
+        if self.positions is not None:
+            pos = np.asarray(self.positions, np.int32)
+            self.positions = (pos[..., None] if pos.ndim == 1 else pos)[a:b]
+        # Target masks are over tokens[1:]: target j of the stripped document is target a + j.
+        for name in ("evaluated", "score_mask"):
+            m = getattr(self, name)
+            if m is not None:
+                setattr(self, name, np.asarray(m, bool)[a : b - 1])
+
+
+def as_documents(seqs, **per_doc) -> list[Document]:
+    """Documents from a list of 1-D arrays or a PAD-padded 2-D array; ``per_doc`` values are
+    sequences with one entry per document (e.g. ``score_mask=masks``)."""
+    return [Document(np.asarray(s), **{k: v[i] for k, v in per_doc.items()}) for i, s in enumerate(seqs)]
+
+
+def window_ends(doc: Document, block: int) -> np.ndarray:
+    """Ends (exclusive, input coordinates) of the windows ``blocked:block`` runs on ``doc``.
+
+    The window ending at e scores targets e - block .. e - 1; the last window ends after the last
+    evaluated target and the windows step back by ``block`` while they hold an evaluated target.
+    """
+    n_targets = len(doc.tokens) - 1
+    ev = np.ones(n_targets, bool) if doc.evaluated is None else doc.evaluated
+    idx = np.flatnonzero(ev)
+    if not len(idx):
+        return np.zeros(0, np.int64)
+    first, last = int(idx[0]), int(idx[-1])
+    ends = np.arange(last + 1, first, -block)[::-1]
+    # Drop windows whose block holds no evaluated target (gaps in ``evaluated``).
+    keep = [bool(ev[max(e - block, 0) : e].any()) for e in ends]
+    return ends[np.asarray(keep, bool)] if len(ends) else ends
+
+
+class EvalBatches:
+    """An iterable of evaluation batches under a protocol (what ``evaluate()`` consumes).
+
+    Batches hold ``inputs``, ``targets`` (PAD where not scored), ``positions``, ``seq_id``
+    (document index) and, when documents have one, ``score_mask``. ``protocol`` is the name to
+    record; ``info`` describes the split that was evaluated.
+    """
+
+    def __init__(
+        self,
+        docs: Sequence[Document],
+        protocol: Protocol,
+        L: int,
+        M: int,
+        batch_size: int,
+        *,
+        max_examples: int | None = None,
+        bits_per_dim: bool = False,
+    ):
+        if protocol.block > M:
+            raise ValueError(f"protocol {protocol.name}: block > num_latents={M}")
+        self.docs = list(docs)[: max_examples if max_examples else None]
+        self.protocol, self.L, self.M, self.batch_size = protocol.name, L, M, batch_size
+        self.block = protocol.block
+        self._ends = [window_ends(d, self.block) for d in self.docs]
+        words = [d.num_words for d in self.docs]
+        self.info = {
+            "protocol": self.protocol,
+            "documents": len(self.docs),
+            "windows": int(sum(len(e) for e in self._ends)),
+            "num_words": float(sum(words)) if self.docs and all(w is not None for w in words) else None,
+            "bits_per_dim": bits_per_dim,
+        }
+
+    def __len__(self) -> int:  # number of batches
+        return -(-self.info["windows"] // self.batch_size)
+
+    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+        jobs = [(i, int(e)) for i, ends in enumerate(self._ends) for e in ends]
+        for s in range(0, len(jobs), self.batch_size):
+            yield self._batch(jobs[s : s + self.batch_size])
+
+    def _batch(self, jobs: list[tuple[int, int]]) -> dict[str, np.ndarray]:
+        L, M, B = self.L, self.M, self.block
+        n = len(jobs)
+        # Each window needs inputs [e - L, e) and targets up to e: cut a local slice of at most
+        # L + 1 tokens from its document (never the whole document: stride1 on long documents).
+        seqs = np.full((n, L + 1), PAD_ID, np.int32)
+        has_pos = any(d.positions is not None for d in self.docs)
+        P = next(d.positions.shape[-1] for d in self.docs if d.positions is not None) if has_pos else 1
+        pos = np.zeros((n, L + 1, P), np.int32)
+        evaluated = np.zeros((n, L), bool)
+        score = np.zeros((n, L), bool) if any(d.score_mask is not None for d in self.docs) else None
+        ends = np.zeros(n, np.int64)
+        for r, (i, e) in enumerate(jobs):
+            d = self.docs[i]
+            s0 = max(0, e - L)
+            k = e + 1 - s0
+            seqs[r, :k] = d.tokens[s0 : e + 1]
+            offsets = (s0 + 1 + np.arange(k))[:, None]  # 1-based offsets by default
+            pos[r, :k] = d.positions[s0 : e + 1] if d.positions is not None else offsets
+            ev = np.ones(len(d.tokens) - 1, bool) if d.evaluated is None else d.evaluated
+            evaluated[r, : k - 1] = ev[s0:e]
+            if score is not None and d.score_mask is not None:
+                score[r, : k - 1] = d.score_mask[s0:e]
+            ends[r] = e - s0
+        w = cut_windows(seqs, ends, L, M, score, positions_BxTxP=pos)
+        ev_w = cut_windows(seqs, ends, L, M, evaluated)["score_mask"]
+        scored = ev_w & (np.arange(M) >= M - B)[None, :]
+        w["targets"] = np.where(scored, w["targets"], PAD_ID).astype(np.int32)
+        if score is not None:
+            w["score_mask"] &= scored
+        w["seq_id"] = np.array([i for i, _ in jobs])
+        return w

@@ -1,0 +1,244 @@
+"""KV-cached decoding for Perceiver AR: ``prefill`` a window, then ``decode_step`` one token at a time.
+
+The cache is a fixed-size pytree (jit- and loop-friendly):
+
+    cross_k/v   B x Hc x L x Kc   keys/values of the L inputs of the last prefill (read-only after it)
+    cross_idx   L                 cache index of each slot (for the causal mask)
+    cross_valid B x L             slot holds a real (non-PAD) input
+    new_k/v     B x Hc x M x Kc   keys/values of the inputs decoded since the prefill (slot t - L)
+    new_valid   B x M             slot holds a decoded, non-PAD input
+    self_k/v    N x B x H x M x K keys/values of each of the N latent self-attention layers
+    lat_idx     M                 cache index of each latent slot
+    lat_valid   B x M             slot holds a latent on a real token
+    n           ()                latents in use (slots 0 .. n-1)
+    t           ()                cache index of the next input (prefill windows are always L
+                                  long, left-padded with PAD, so t starts at L)
+
+Keys are stored after rotary encoding, head-major (a one-query attention over a [B, L, H, K]
+cache is ~6x slower on a CPU at L = 16k: the einsum transposes the whole cache). Decoded inputs
+go to the small ``new_*`` buffers (at most M - 1 between resets, as latents), so the L-long
+buffers are never written inside the decoding loop and XLA does not copy them at every step (it
+does when a buffer is both read and updated in one step: 2 x 8 MB per step at L = 16k). Cache indices
+are local to one prefill: a reset re-bases them (and, for implicit rotary positions, the
+positions: see below).
+
+Equivalence (tested, ``tests/test_sampling.py``): after ``prefill(window, num_latents=F)`` and k
+decode steps, the logits equal those of a full forward over the same inputs with
+``num_latents = F + k`` (= ``n``) while no input has left the L-input window: a latent computed at
+step j saw the latents from the prefill's first one up to itself, exactly as in that full forward.
+The paper's sampler (Appendix E.3; official ``sample_utils.sample_position``) resets the cache with
+a full forward whenever the latent cache is full (n = M), refilling F latents (official: M / 2).
+
+Positions. The model's implicit positions are terminal-relative (last input = 0), which moves
+every input's position by one with each new token. For rotary encodings only differences of
+positions matter, so the cache gives the input with cache index i the position ``L - 1 - i``:
+exactly the prefill window's terminal-relative positions, continued (negative) for decoded
+tokens; every q.k is the same as in the full forward. Absolute (sinusoidal / learned) encodings
+with implicit positions would need every cached key recomputed at every step: they are refused
+here (``supports_cache``) and the sampler recomputes the full forward instead. Positions from
+the data (any encoding) are passed in with every token.
+
+Sliding window: when more than L inputs have been seen, the oldest prefilled inputs are masked
+out (index <= t - L), so the new latent's cross-attend sees exactly the window of a full forward;
+latents already in the cache keep what they computed from their own windows (a reset makes
+everything exact again).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from repro.data.tokens import PAD_ID
+from repro.model.attention import MASK_VALUE, attend
+
+
+class Cache(NamedTuple):
+    cross_k: jax.Array
+    cross_v: jax.Array
+    cross_idx: jax.Array
+    cross_valid: jax.Array
+    new_k: jax.Array
+    new_v: jax.Array
+    new_valid: jax.Array
+    self_k: jax.Array
+    self_v: jax.Array
+    lat_idx: jax.Array
+    lat_valid: jax.Array
+    n: jax.Array
+    t: jax.Array
+
+
+def supports_cache(cfg) -> bool:
+    """Rotary (any positions), or positions from the data (any encoding), or no encoding."""
+    return cfg.position_encoding in ("rotary", "none") or cfg.positions_from_data
+
+
+def _check(model, positions):
+    cfg = model.cfg
+    if not supports_cache(cfg):
+        raise ValueError(
+            f"cached decoding needs rotary positions or positions from the data; this model uses "
+            f"implicit {cfg.position_encoding} positions (recompute instead)"
+        )
+    if cfg.positions_from_data and positions is None:
+        raise ValueError("this model takes positions from the data, but none were given")
+
+
+def _attend(attn, q, k, v, q_idx, k_idx_BxL, valid, cfg, head_group: int):
+    """Prefill: ``attend`` as the model calls it (keys [B, T, H, K]), output projected."""
+    kw = dict(impl=cfg.attention_impl, query_chunk=cfg.query_chunk, key_chunk=cfg.key_chunk)
+    out = attend(q, k, v, q_idx, k_idx_BxL, valid, head_group=head_group, **kw)
+    B, T = out.shape[:2]
+    return attn.o(out.reshape(B, T, -1))
+
+
+def _attend_parts(attn, q_Bx1xHxK, parts):
+    """Decode: one query over several (k [B, H, T, K], v, visible [B, T]) parts of a cache as one
+    softmax (masked weights 0, as ``attend``: a query that sees nothing gets 0)."""
+    B, _, H, K = q_Bx1xHxK.shape
+    q = q_Bx1xHxK[:, 0]
+    f32 = jnp.float32
+    scores = [jnp.einsum("bhk,bhtk->bht", q, k, preferred_element_type=f32) * K**-0.5 for k, _, _ in parts]
+    maxes = [jnp.where(vis[:, None], s, MASK_VALUE).max(-1) for s, (_, _, vis) in zip(scores, parts, strict=True)]
+    m = jnp.max(jnp.stack(maxes), 0)
+    out, denom = 0.0, 0.0
+    for s, (_, v, vis) in zip(scores, parts, strict=True):
+        e = jnp.where(vis[:, None], jnp.exp(s - m[..., None]), 0.0)
+        out = out + jnp.einsum("bht,bhtk->bhk", e.astype(v.dtype), v, preferred_element_type=f32)
+        denom = denom + e.sum(-1)
+    out_BxHxK = (out / jnp.where(denom > 0, denom, 1.0)[..., None]).astype(parts[0][1].dtype)
+    return attn.o(out_BxHxK.reshape(B, 1, H * K))
+
+
+def _mlp(block, z):
+    """The second half of a Cross/SelfAttendBlock (eval: no dropout)."""
+    return z + block.mlp(block.ln_mlp(z))
+
+
+def _head_major(x_BxTxHxK):
+    return x_BxTxHxK.transpose(0, 2, 1, 3)
+
+
+def _positions(model, B: int, idx_T: jax.Array, positions_BxTxP):
+    """Positions of inputs with cache indices idx_T: from the data, or L - 1 - idx (implicit)."""
+    if positions_BxTxP is not None and model.cfg.positions_from_data:
+        return positions_BxTxP
+    L = model.cfg.max_context
+    return jnp.broadcast_to((L - 1 - idx_T)[None, :, None], (B, idx_T.shape[0], 1)).astype(jnp.int32)
+
+
+def prefill(model, tokens_BxL, positions_BxLxP=None, *, num_latents: int):
+    """Full forward over a window of exactly L = max_context inputs (left-padded with PAD) with
+    ``num_latents`` latents; returns (logits of the last position [B, V], a fresh cache)."""
+    _check(model, positions_BxLxP)
+    cfg = model.cfg
+    B, L = tokens_BxL.shape
+    if L != cfg.max_context:
+        raise ValueError(f"prefill takes windows of exactly max_context={cfg.max_context} inputs, got {L}")
+    F, M = num_latents, cfg.num_latents
+    if not 1 <= F <= M:
+        raise ValueError(f"prefill num_latents must be in [1, num_latents={M}], got {F}")
+    idx_L = jnp.arange(L, dtype=jnp.int32)
+    pos = _positions(model, B, idx_L, positions_BxLxP)
+    valid_BxL = tokens_BxL != PAD_ID
+    x = model.embed_inputs(tokens_BxL, pos)
+    k, v = model.cross.attn.project_kv(model.cross.ln_kv(x), pos[..., 0])
+    k_idx = jnp.broadcast_to(idx_L, (B, L))
+    qpos, q_idx, lat_valid_F = pos[:, L - F :, 0], idx_L[L - F :], valid_BxL[:, L - F :]
+    z = model.z_linear(x[:, L - F :])
+    # The model's blocks, step by step (eval: no dropout), keeping each attention's keys/values.
+    ca = model.cross.attn
+    q = ca.project_q(model.cross.ln_q(z), qpos)
+    z = _mlp(model.cross, z + _attend(ca, q, k, v, q_idx, k_idx, valid_BxL, cfg, cfg.cross_head_group))
+    ks, vs = [], []
+    lat_kidx = jnp.broadcast_to(q_idx, (B, F))
+    for layer in model.layers:
+        h = layer.ln_attn(z)
+        q, (lk, lv) = layer.attn.project_q(h, qpos), layer.attn.project_kv(h, qpos)
+        a = _attend(layer.attn, q, lk, lv, q_idx, lat_kidx, lat_valid_F, cfg, cfg.self_head_group)
+        z = _mlp(layer, z + a)
+        pad = ((0, 0), (0, M - F), (0, 0), (0, 0))
+        ks.append(_head_major(jnp.pad(lk, pad)))
+        vs.append(_head_major(jnp.pad(lv, pad)))
+    logits = model.logits(model.ln_final(z[:, -1:]))[:, 0].astype(jnp.float32)
+    cache = Cache(
+        cross_k=_head_major(k),
+        cross_v=_head_major(v),
+        cross_idx=idx_L,
+        cross_valid=valid_BxL,
+        new_k=jnp.zeros((B, k.shape[2], M, k.shape[3]), k.dtype),
+        new_v=jnp.zeros((B, v.shape[2], M, v.shape[3]), v.dtype),
+        new_valid=jnp.zeros((B, M), bool),
+        self_k=jnp.stack(ks),
+        self_v=jnp.stack(vs),
+        lat_idx=jnp.pad(q_idx, (0, M - F), constant_values=-1),
+        lat_valid=jnp.pad(lat_valid_F, ((0, 0), (0, M - F))),
+        n=jnp.asarray(F, jnp.int32),
+        t=jnp.asarray(L, jnp.int32),
+    )
+    return logits, cache
+
+
+def decode_step(model, cache: Cache, token_B, position_BxP=None):
+    """Append one input per sequence (and its latent) to the cache; returns (logits [B, V], cache).
+
+    The caller resets (``prefill``) before the latent cache overflows: ``cache.n < num_latents``.
+    """
+    _check(model, position_BxP)
+    cfg = model.cfg
+    L = cfg.max_context
+    B = token_B.shape[0]
+    t, n = cache.t, cache.n
+    q_idx = t[None]
+    tok = token_B[:, None]
+    pos = _positions(model, B, q_idx, None if position_BxP is None else position_BxP[:, None, :])
+    valid_Bx1 = tok != PAD_ID
+    x = model.embed_inputs(tok, pos)
+    one = _head_major  # B x 1 x H x K -> B x H x 1 x K
+    # Cross-attend over the last L inputs: the prefilled ones not older than t - L + 1, those
+    # decoded since, and the new one (which is then written to the decoded slot t - L).
+    ca = model.cross.attn
+    k1, v1 = ca.project_kv(model.cross.ln_kv(x), pos[..., 0])
+    z = model.z_linear(x)
+    qpos = pos[..., 0]
+    q = ca.project_q(model.cross.ln_q(z), qpos)
+    old = cache.cross_valid & (cache.cross_idx > t - L)[None, :]
+    parts = [
+        (cache.cross_k, cache.cross_v, old),
+        (cache.new_k, cache.new_v, cache.new_valid),
+        (one(k1), one(v1), valid_Bx1),
+    ]
+    z = _mlp(model.cross, z + _attend_parts(ca, q, parts))
+    j = t - L
+    new_k = jax.lax.dynamic_update_slice_in_dim(cache.new_k, one(k1).astype(cache.new_k.dtype), j, axis=2)
+    new_v = jax.lax.dynamic_update_slice_in_dim(cache.new_v, one(v1).astype(cache.new_v.dtype), j, axis=2)
+    new_valid = jax.lax.dynamic_update_slice_in_dim(cache.new_valid, valid_Bx1, j, axis=1)
+    # Latent self-attention over the latents in the cache and the new one, which takes slot n.
+    self_k, self_v = cache.self_k, cache.self_v
+    zero = jnp.zeros((), jnp.int32)
+    for i, layer in enumerate(model.layers):
+        h = layer.ln_attn(z)
+        q, (lk, lv) = layer.attn.project_q(h, qpos), layer.attn.project_kv(h, qpos)
+        parts = [(self_k[i], self_v[i], cache.lat_valid), (one(lk), one(lv), valid_Bx1)]
+        z = _mlp(layer, z + _attend_parts(layer.attn, q, parts))
+        at = (jnp.asarray(i, jnp.int32), zero, zero, n, zero)  # layer i, slot n of [N, B, H, M, K]
+        self_k = jax.lax.dynamic_update_slice(self_k, one(lk)[None].astype(self_k.dtype), at)
+        self_v = jax.lax.dynamic_update_slice(self_v, one(lv)[None].astype(self_v.dtype), at)
+    lat_idx = jax.lax.dynamic_update_slice_in_dim(cache.lat_idx, q_idx, n, axis=0)
+    lat_valid = jax.lax.dynamic_update_slice_in_dim(cache.lat_valid, valid_Bx1, n, axis=1)
+    logits = model.logits(model.ln_final(z))[:, 0].astype(jnp.float32)
+    cache = cache._replace(
+        new_k=new_k,
+        new_v=new_v,
+        new_valid=new_valid,
+        self_k=self_k,
+        self_v=self_v,
+        lat_idx=lat_idx,
+        lat_valid=lat_valid,
+        n=n + 1,
+        t=t + 1,
+    )
+    return logits, cache

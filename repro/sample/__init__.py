@@ -1,0 +1,1 @@
+"""Sampling: cached autoregressive generation and token choice."""
