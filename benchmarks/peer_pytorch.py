@@ -26,10 +26,12 @@ from perceiver_ar_pytorch import PerceiverAR
 
 p = argparse.ArgumentParser()
 p.add_argument("--steps", type=int, default=5)
+p.add_argument("--n", type=int, default=1024, help="context length N")
+p.add_argument("--latents", type=int, default=128, help="latents M")
 p.add_argument("--out", default=None)
 a = p.parse_args()
 
-N, M, D, HEADS, LAYERS, B, V = 1024, 128, 256, 4, 4, 8, 259
+N, M, D, HEADS, LAYERS, B, V = a.n, a.latents, 256, 4, 4, 8, 259
 torch.manual_seed(0)
 torch.set_num_threads(os.cpu_count() or 1)
 model = PerceiverAR(
