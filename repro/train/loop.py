@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import signal
 import threading
 import time
@@ -40,7 +39,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from repro import config as C
 from repro.checkpoint import BEST_METRIC, Checkpointer
 from repro.eval.evaluate import evaluate
-from repro.model import PerceiverAR
+from repro.model import PerceiverAR, count_params
 from repro.parallel import (
     batch_divisor,
     batch_sharding,
@@ -121,7 +120,8 @@ def _parts(exp: C.Experiment, mesh) -> dict[str, Any]:
     def make_model():
         return PerceiverAR(exp.model, rngs=nnx.Rngs(seed))
 
-    graphdef, abstract_params = nnx.split(nnx.eval_shape(make_model))
+    abstract_model = nnx.eval_shape(make_model)
+    graphdef, abstract_params = nnx.split(abstract_model)
     tx = make_optimizer(exp.optim)
     param_sh = state_shardings(abstract_params, mesh)
     abstract_opt = jax.eval_shape(tx.init, abstract_params)
@@ -135,7 +135,7 @@ def _parts(exp: C.Experiment, mesh) -> dict[str, Any]:
             "params": _with_sharding(abstract_params, param_sh),
             "opt_state": _with_sharding(abstract_opt, opt_sh),
         },
-        "num_params": sum(math.prod(x.shape) for x in jax.tree.leaves(abstract_params)),
+        "num_params": count_params(abstract_model),
         "init_params": jax.jit(lambda: nnx.state(make_model()), out_shardings=param_sh),
         "init_opt": jax.jit(tx.init, out_shardings=opt_sh),
         "steps": make_steps(exp, graphdef, tx, mesh, param_sh, opt_sh),
