@@ -76,6 +76,12 @@ class ModelConfig:
     # pass instead of keeping its activations (per-layer rematerialisation).
     compute_dtype: ComputeDtype = "float32"
     remat: bool = False
+    # Cross-attend keys / values per vocabulary entry ("auto"): with rotary or no position
+    # encoding an input's embedding depends on its token alone, so LN + the k / v projections are
+    # computed once per vocabulary entry and gathered by token, instead of once per input
+    # position. The same function (tested); cheaper when vocab_size < B x L, e.g. 259 rows
+    # instead of 65,536 at B=8, N=8192. "auto" uses it when eligible and cheaper; "off" never.
+    cross_kv_per_vocab: Literal["auto", "off"] = "auto"
 
     @property
     def input_width(self) -> int:
@@ -84,6 +90,14 @@ class ModelConfig:
     @property
     def num_position_dims(self) -> int:
         return len(self.position_table_sizes) if self.position_table_sizes else 1
+
+    def kv_per_vocab(self, num_key_rows: int) -> bool:
+        """Compute the cross-attend keys / values per vocabulary entry for this many key rows
+        (B x keys)? Eligible when an input's features are its token embedding alone (rotary or
+        no position encoding: nothing position-dependent is added before the cross-attend's
+        LayerNorm and projections); worth it when the table has at most half as many rows."""
+        eligible = self.cross_kv_per_vocab == "auto" and self.position_encoding in ("rotary", "none")
+        return eligible and 2 * self.vocab_size <= num_key_rows
 
     def validate(self) -> None:
         if self.num_latents < 1 or self.num_latents > self.max_context:

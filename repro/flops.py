@@ -57,15 +57,23 @@ def cross_keys(cfg: ModelConfig, context: int | None = None, train: bool = True)
     return K if (train and 0 < K < L) else L
 
 
-def forward_flops(cfg: ModelConfig, *, context: int | None = None, latents: int | None = None, train=True):
-    """Matmul FLOPs of one forward pass of ONE example, by part (``total`` is their sum)."""
+def forward_flops(
+    cfg: ModelConfig, *, context: int | None = None, latents: int | None = None, train=True, batch: int | None = None
+):
+    """Matmul FLOPs of one forward pass of ONE example, by part (``total`` is their sum).
+
+    With ``batch`` given and the cross-attend's keys / values computed per vocabulary entry
+    (``ModelConfig.kv_per_vocab``), their projections cost V rows per batch instead of L' rows
+    per example: counted as that batch's share per example. Without ``batch``: per input.
+    """
     D, Di, V = cfg.d_model, cfg.input_width, cfg.vocab_size
     M = min(latents or cfg.num_latents, context or cfg.max_context)
     Lk = cross_keys(cfg, context, train)
     wc, ws = cfg.cross_widening, cfg.self_widening
+    kv_rows = V / batch if batch and cfg.kv_per_vocab(batch * Lk) else Lk
     out = {
         "z_linear": 2 * M * Di * D,
-        "cross_projections": 2 * (M * D * Di + 2 * Lk * Di * Di + M * Di * D),
+        "cross_projections": 2 * (M * D * Di + 2 * kv_rows * Di * Di + M * Di * D),
         "cross_attention": 2 * 2 * M * Lk * Di,  # q.k and p.v
         "cross_mlp": 2 * 2 * M * D * wc * D,
         "self_projections": cfg.num_layers * 2 * 4 * M * D * D,
@@ -80,7 +88,7 @@ def forward_flops(cfg: ModelConfig, *, context: int | None = None, latents: int 
 def train_step_flops(exp: Experiment) -> dict[str, Any]:
     """FLOPs of one training step (the global batch), per example and per target token."""
     cfg, B = exp.model, exp.train.batch_size
-    fwd = forward_flops(cfg)
+    fwd = forward_flops(cfg, batch=B // max(exp.train.grad_accum, 1))  # the batch one forward sees
     per_example = 3 * fwd["total"]  # forward + backward (twice the forward)
     if cfg.remat:  # the blocks' forward runs again in the backward pass
         per_example += fwd["total"] - fwd["logits"] - fwd["z_linear"]

@@ -414,8 +414,11 @@ def test_analytic_flops_match_xla():
     compiled = fwd.lower(state, jax.ShapeDtypeStruct((2, 128), jnp.int32)).compile()
     ca = compiled.cost_analysis()
     xla = float((ca[0] if isinstance(ca, list | tuple) else ca)["flops"])
-    ours = 2 * forward_flops(cfg)["total"]
+    ours = 2 * forward_flops(cfg, batch=2)["total"]
+    assert cfg.kv_per_vocab(2 * 128)  # keys / values from the 64-row vocabulary table
     assert ours <= xla <= 1.1 * ours, (ours, xla)
+    per_input = 2 * forward_flops(cfg)["total"]  # without the batch: every input projected
+    assert per_input - ours == 2 * 2 * 2 * (128 - 64 // 2) * 64 * 64  # k and v: L' rows -> V / B rows
 
 
 @pytest.mark.e2e

@@ -280,9 +280,12 @@ def test_attention_kernels():
 
 @contextlib.contextmanager
 def embedding_offset(delta_BxLxDi):
-    """Add ``delta`` to the embedded inputs (token + absolute position embedding) of every model."""
+    """Add ``delta`` to the embedded inputs (token + absolute position embedding) of every model
+    (eval mode: the model embeds the last n <= L inputs, for the queries, and all L, for the keys;
+    models with ``cross_kv_per_vocab="off"``, else the keys come from a per-vocabulary table)."""
     orig = PerceiverAR.embed_inputs
-    PerceiverAR.embed_inputs = lambda self, tokens, pos: orig(self, tokens, pos) + delta_BxLxDi
+    n_all = delta_BxLxDi.shape[1]
+    PerceiverAR.embed_inputs = lambda self, tok, pos: orig(self, tok, pos) + delta_BxLxDi[:, n_all - tok.shape[1] :]
     try:
         yield
     finally:
@@ -307,7 +310,11 @@ def dependency(fwd: Fwd, tokens_BxL) -> np.ndarray:
 def test_gradient_mask(encoding, impl):
     """The latent at window position p depends on exactly {inputs l <= p that are not PAD} plus its
     own input p (the query residual, even when p is PAD), and on nothing in other sequences."""
-    cfg = tiny_cfg(position_encoding=encoding, attention_impl=impl, query_chunk=4, key_chunk=5)
+    # Keys from the embedded inputs (not the per-vocabulary table), so d / d x reaches them; the
+    # table path computes the same function (test_kv_per_vocab_equals_per_input).
+    cfg = tiny_cfg(
+        position_encoding=encoding, attention_impl=impl, query_chunk=4, key_chunk=5, cross_kv_per_vocab="off"
+    )
     tokens = random_tokens(4, (2, L))
     # Row 0: left padding, a PAD inside the prefix, a PAD latent with valid keys before it.
     tokens = tokens.at[0, :4].set(PAD_ID).at[0, 9].set(PAD_ID).at[0, 16].set(PAD_ID)
@@ -409,6 +416,46 @@ def test_chunked_gradients_equal_dense(dense_model, padded_batch):
     for a, b in zip(dense_grads, g_chunk, strict=True):
         scale = max(1.0, float(np.abs(a).max()))
         np.testing.assert_allclose(b, a, atol=1e-5 * scale, rtol=1e-4)
+
+
+def test_kv_per_vocab_equals_per_input(dense_model, padded_batch, dense_logits):
+    """cross_kv_per_vocab: LN + k / v projections per vocabulary entry, gathered by token, is the
+    per-input computation reassociated: the same logits (eval and train mode with dropout, cross
+    dropout and input subsampling) and the same gradients for every parameter."""
+    B, n = padded_batch.shape
+    assert dense_model.cfg.kv_per_vocab(B * n)  # the fixture's model takes the table path ...
+    off = with_config(dense_model, cross_kv_per_vocab="off")
+    assert not off.cfg.kv_per_vocab(B * n)  # ... and this one does not
+    np.testing.assert_allclose(Fwd(off)(padded_batch), dense_logits, atol=1e-5, rtol=1e-5)
+    train_kw = dict(dropout=0.1, cross_dropout=0.3, train_input_positions=12)
+    on_t, off_t = with_config(dense_model, **train_kw), with_config(off, **train_kw)
+    rng = jax.random.key(3)
+    a, b = Fwd(on_t)(padded_batch, rng=rng), Fwd(off_t)(padded_batch, rng=rng)
+    assert np.abs(a - dense_logits).max() > 1e-4  # train mode really differs from eval
+    np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
+    for g_on, g_off in zip(param_grads(dense_model, padded_batch), param_grads(off, padded_batch), strict=True):
+        scale = max(1.0, float(np.abs(g_off).max()))
+        np.testing.assert_allclose(g_on, g_off, atol=1e-5 * scale, rtol=1e-4)
+
+
+def test_kv_per_vocab_only_when_eligible_and_cheaper():
+    """Only when an input's features are its token embedding alone, and the table is smaller."""
+    rows = 2 * V
+    for encoding, expect in [("rotary", True), ("none", True), ("sinusoidal", False), ("learned", False)]:
+        assert tiny_cfg(position_encoding=encoding).kv_per_vocab(rows) is expect, encoding
+    assert not tiny_cfg().kv_per_vocab(rows - 1)  # fewer key rows than 2 x vocabulary
+    assert not tiny_cfg(cross_kv_per_vocab="off").kv_per_vocab(10 * rows)
+
+
+def test_kv_per_vocab_computes_less(dense_model, padded_batch):
+    """XLA's FLOP count of the forward: the table path does less work (it is really taken)."""
+
+    def flops(model):
+        graphdef, state = nnx.split(model)
+        fwd = jax.jit(lambda st, t: nnx.merge(graphdef, st)(t))
+        return fwd.lower(state, padded_batch).compile().cost_analysis()["flops"]
+
+    assert flops(dense_model) < flops(with_config(dense_model, cross_kv_per_vocab="off"))
 
 
 # ----------------------------------------------------------------------------- 4. data positions

@@ -9,11 +9,12 @@ array: it is derived from index vectors, so the chunked path can build it chunk 
 serve the causal cross-attend (latent at window position p sees inputs <= p), the causal
 latent self-attention, padding, cross-attend dropout and KV-cached decoding.
 
-Masked scores are replaced by a large finite negative number (not -inf), and masked weights are
-then set to exactly 0. A query whose keys are all masked (a latent sitting on left padding, or
-one whose keys were all removed by cross-attend dropout) therefore gets an output of exactly 0 in
-both paths: never NaN, and never a uniform average over masked keys, which would include *later*
-inputs and leak the future into that latent (whose prediction of the next token can carry loss).
+Masked scores are replaced by a large finite negative number (not -inf), so masked weights are
+exactly 0 after the exponential (the row max is taken over visible keys). A query whose keys are
+all masked (a latent sitting on left padding, or one whose keys were all removed by cross-attend
+dropout) therefore gets an output of exactly 0 in both paths: never NaN, and never a uniform
+average over masked keys, which would include *later* inputs and leak the future into that
+latent (whose prediction of the next token can carry loss).
 
 The chunked path follows Rabe & Staats (2021) as the official code's ``_chunked_attend`` does:
 query chunks, key chunks, an online softmax, and ``jax.checkpoint`` on each key chunk so the
@@ -36,14 +37,22 @@ def make_mask(q_idx_M: jax.Array, k_idx_BxL: jax.Array, key_valid_BxL: jax.Array
 
 
 def dense_attention(q_BxMxHxK, k_BxLxHxK, v_BxLxHxK, q_idx_M, k_idx_BxL, key_valid_BxL):
-    scale = q_BxMxHxK.shape[-1] ** -0.5
+    # The softmax is normalised after the value matmul (as the chunked path does): one pass over
+    # the [M, L] weights fewer, forward and backward. The scale is folded into q ([M, K], not
+    # [M, L]). Row max: masked scores are MASK_VALUE, so exp() of them is exactly 0, except in a
+    # row with no visible key (max = MASK_VALUE), whose max is taken as 0: all its weights, its
+    # sum and its output are then 0. The max is a constant of the softmax (stop_gradient).
+    q_BxMxHxK = q_BxMxHxK * jnp.asarray(q_BxMxHxK.shape[-1] ** -0.5, q_BxMxHxK.dtype)
     s_BxHxMxL = jnp.einsum("bmhk,blhk->bhml", q_BxMxHxK, k_BxLxHxK, preferred_element_type=jnp.float32)
-    s_BxHxMxL = s_BxHxMxL * scale
-    mask = make_mask(q_idx_M, k_idx_BxL, key_valid_BxL)
-    s_BxHxMxL = jnp.where(mask, s_BxHxMxL, MASK_VALUE)
-    # Zero masked weights: a no-op for a row with a visible key, output 0 for a row without one.
-    p_BxHxMxL = jnp.where(mask, jax.nn.softmax(s_BxHxMxL, axis=-1), 0.0).astype(v_BxLxHxK.dtype)
-    return jnp.einsum("bhml,blhk->bmhk", p_BxHxMxL, v_BxLxHxK)
+    s_BxHxMxL = jnp.where(make_mask(q_idx_M, k_idx_BxL, key_valid_BxL), s_BxHxMxL, MASK_VALUE)
+    m_BxHxMx1 = jax.lax.stop_gradient(s_BxHxMxL.max(axis=-1, keepdims=True))
+    m_BxHxMx1 = jnp.where(m_BxHxMx1 > MASK_VALUE / 2, m_BxHxMx1, 0.0)
+    e_BxHxMxL = jnp.exp(s_BxHxMxL - m_BxHxMx1)
+    l_BxMxH = e_BxHxMxL.sum(axis=-1).transpose(0, 2, 1)
+    o_BxMxHxK = jnp.einsum(
+        "bhml,blhk->bmhk", e_BxHxMxL.astype(v_BxLxHxK.dtype), v_BxLxHxK, preferred_element_type=jnp.float32
+    )
+    return (o_BxMxHxK / jnp.where(l_BxMxH > 0, l_BxMxH, 1.0)[..., None]).astype(v_BxLxHxK.dtype)
 
 
 def _pad_to(x, axis: int, multiple: int, value=0):

@@ -107,12 +107,24 @@ class Attention(nnx.Module):
             k = P.apply_rotary(k, kpos_BxL, self.fraction, self.wavelength)
         return k, v
 
+    def project_kv_per_vocab(self, table_VxD, tokens_BxL, kpos_BxL):
+        """``project_kv`` of inputs whose features are a function of their token alone: project
+        the V table rows once, then gather by token (V rows of matmul instead of B x L)."""
+        k = self._split(jnp.take(self.k(table_VxD), tokens_BxL, axis=0))
+        v = self._split(jnp.take(self.v(table_VxD), tokens_BxL, axis=0))
+        if self.rotary:
+            k = P.apply_rotary(k, kpos_BxL, self.fraction, self.wavelength)
+        return k, v
+
+    def attend_projected(self, q_BxMxHxK, k_BxLxHxK, v_BxLxHxK, q_idx_M, k_idx_BxL, key_valid_BxL, **kw):
+        out_BxMxHxK = attend(q_BxMxHxK, k_BxLxHxK, v_BxLxHxK, q_idx_M, k_idx_BxL, key_valid_BxL, **kw)
+        B, M = out_BxMxHxK.shape[:2]
+        return self.o(out_BxMxHxK.reshape(B, M, -1))
+
     def __call__(self, xq_BxMxD, xkv_BxLxD, qpos_BxM, kpos_BxL, q_idx_M, k_idx_BxL, key_valid_BxL, **kw):
         q = self.project_q(xq_BxMxD, qpos_BxM)
         k, v = self.project_kv(xkv_BxLxD, kpos_BxL)
-        out_BxMxHxK = attend(q, k, v, q_idx_M, k_idx_BxL, key_valid_BxL, **kw)
-        B, M = out_BxMxHxK.shape[:2]
-        return self.o(out_BxMxHxK.reshape(B, M, -1))
+        return self.attend_projected(q, k, v, q_idx_M, k_idx_BxL, key_valid_BxL, **kw)
 
 
 class CrossAttendBlock(nnx.Module):
@@ -126,10 +138,17 @@ class CrossAttendBlock(nnx.Module):
         self.mlp = MLP(D, cfg.cross_widening, rngs=rngs)
         self.cfg = cfg
 
-    def __call__(self, z_BxMxD, x_BxLxDi, qpos_BxM, kpos_BxL, q_idx_M, k_idx_BxL, valid_BxL, keys: _Keys):
+    def __call__(self, z_BxMxD, kv_in, qpos_BxM, kpos_BxL, q_idx_M, k_idx_BxL, valid_BxL, table_VxDi, keys: _Keys):
+        """``kv_in``: the embedded inputs x_BxLxDi, or, with ``table_VxDi`` (the token embedding
+        table) given, the input tokens_BxL, whose keys / values are then computed per vocabulary
+        entry (``ModelConfig.cross_kv_per_vocab``)."""
         c = self.cfg
-        a = self.attn(
-            self.ln_q(z_BxMxD), self.ln_kv(x_BxLxDi), qpos_BxM, kpos_BxL, q_idx_M, k_idx_BxL, valid_BxL,
+        if table_VxDi is None:
+            k, v = self.attn.project_kv(self.ln_kv(kv_in), kpos_BxL)
+        else:
+            k, v = self.attn.project_kv_per_vocab(self.ln_kv(table_VxDi), kv_in, kpos_BxL)
+        a = self.attn.attend_projected(
+            self.attn.project_q(self.ln_q(z_BxMxD), qpos_BxM), k, v, q_idx_M, k_idx_BxL, valid_BxL,
             impl=c.attention_impl, query_chunk=c.query_chunk, key_chunk=c.key_chunk,
             head_group=c.cross_head_group,
         )  # fmt: skip
@@ -244,16 +263,21 @@ class PerceiverAR(nnx.Module):
         keys = _Keys(rng)
         valid_BxL = tokens_BxL != PAD_ID
         idx_L = jnp.arange(L, dtype=jnp.int32)
-        x_BxLxDi = self.embed_inputs(tokens_BxL, positions_BxLxP)
-        # Queries: the last M embedded inputs, before any context restriction.
-        z_BxMxD = self.z_linear(x_BxLxDi[:, L - M :])
+        # Queries: the last M embedded inputs (before any context restriction).
+        z_BxMxD = self.z_linear(self.embed_inputs(tokens_BxL[:, L - M :], positions_BxLxP[:, L - M :]))
         qpos_BxM = positions_BxLxP[:, L - M :, 0]
         q_idx_M = idx_L[L - M :]
         valid_BxM = valid_BxL[:, L - M :]
-        kx, kpos, kidx, kvalid = self._restrict_inputs(
-            x_BxLxDi, positions_BxLxP, jnp.broadcast_to(idx_L, (B, L)), valid_BxL, M, keys()
+        # Keys: the (restricted) inputs. Embedding is per input, so restricting the tokens and
+        # then embedding them equals embedding and then restricting.
+        ktok, kpos, kidx, kvalid = self._restrict_inputs(
+            tokens_BxL, positions_BxLxP, jnp.broadcast_to(idx_L, (B, L)), valid_BxL, M, keys()
         )
-        z = self._block(self.cross, keys, z_BxMxD, kx, qpos_BxM, kpos[..., 0], q_idx_M, kidx, kvalid)
+        if cfg.kv_per_vocab(ktok.size):  # see ModelConfig.cross_kv_per_vocab
+            kv_in, table = ktok, self.embed.embedding[...]
+        else:
+            kv_in, table = self.embed_inputs(ktok, kpos), None
+        z = self._block(self.cross, keys, z_BxMxD, kv_in, qpos_BxM, kpos[..., 0], q_idx_M, kidx, kvalid, table)
         for layer in self.layers:
             z = self._block(layer, keys, z, qpos_BxM, q_idx_M, valid_BxM)
         return self.logits(self.ln_final(z)).astype(jnp.float32)
