@@ -4,7 +4,7 @@ XLA's CPU runtime takes each execution's temporary buffer (hundreds of MB for a 
 ``malloc``. glibc serves blocks that large with a fresh ``mmap`` and gives them back with
 ``munmap`` on free, so every step first-touches its whole working set again: 68,000 page faults
 and 0.17 s of kernel time per step of the bench's N=1024 Perceiver AR (0.53 s/step), against 0
-faults and 0.41 s/step with the settings below (``results/bench/efficiency.md``).
+faults and 0.41 s/step with the settings below (``results/bench/step_ablation.md``).
 
 The settings, from ``mallopt(3)``: one arena (XLA's worker threads allocate from the main heap,
 which can grow past the 64 MB limit of a thread arena), no ``mmap`` for large blocks, and no
