@@ -144,11 +144,8 @@ def prefill(model, tokens_BxL, positions_BxLxP=None, *, num_latents: int):
     idx_L = jnp.arange(L, dtype=jnp.int32)
     pos = _positions(model, B, idx_L, positions_BxLxP)
     valid_BxL = tokens_BxL != PAD_ID
-    if cfg.kv_per_vocab(B * L):  # as the model's forward: keys / values per vocabulary entry
-        table = model.cross.ln_kv(model.embed.embedding[...])
-        k, v = model.cross.attn.project_kv_per_vocab(table, tokens_BxL, pos[..., 0])
-    else:
-        k, v = model.cross.attn.project_kv(model.cross.ln_kv(model.embed_inputs(tokens_BxL, pos)), pos[..., 0])
+    kv_in, table = model.key_inputs(tokens_BxL, pos)  # as the model's forward
+    k, v = model.cross.project_kv(kv_in, pos[..., 0], table)
     k_idx = jnp.broadcast_to(idx_L, (B, L))
     qpos, q_idx, lat_valid_F = pos[:, L - F :, 0], idx_L[L - F :], valid_BxL[:, L - F :]
     z = model.z_linear(model.embed_inputs(tokens_BxL[:, L - F :], pos[:, L - F :]))

@@ -138,15 +138,19 @@ class CrossAttendBlock(nnx.Module):
         self.mlp = MLP(D, cfg.cross_widening, rngs=rngs)
         self.cfg = cfg
 
+    def project_kv(self, kv_in, kpos_BxL, table_VxDi):
+        """Keys / values from what ``PerceiverAR.key_inputs`` gives: embedded inputs (table None),
+        or tokens and the embedding table (computed per vocabulary entry, gathered by token)."""
+        if table_VxDi is None:
+            return self.attn.project_kv(self.ln_kv(kv_in), kpos_BxL)
+        return self.attn.project_kv_per_vocab(self.ln_kv(table_VxDi), kv_in, kpos_BxL)
+
     def __call__(self, z_BxMxD, kv_in, qpos_BxM, kpos_BxL, q_idx_M, k_idx_BxL, valid_BxL, table_VxDi, keys: _Keys):
         """``kv_in``: the embedded inputs x_BxLxDi, or, with ``table_VxDi`` (the token embedding
         table) given, the input tokens_BxL, whose keys / values are then computed per vocabulary
         entry (``ModelConfig.cross_kv_per_vocab``)."""
         c = self.cfg
-        if table_VxDi is None:
-            k, v = self.attn.project_kv(self.ln_kv(kv_in), kpos_BxL)
-        else:
-            k, v = self.attn.project_kv_per_vocab(self.ln_kv(table_VxDi), kv_in, kpos_BxL)
+        k, v = self.project_kv(kv_in, kpos_BxL, table_VxDi)
         a = self.attn.attend_projected(
             self.attn.project_q(self.ln_q(z_BxMxD), qpos_BxM), k, v, q_idx_M, k_idx_BxL, valid_BxL,
             impl=c.attention_impl, query_chunk=c.query_chunk, key_chunk=c.key_chunk,
@@ -209,6 +213,14 @@ class PerceiverAR(nnx.Module):
             for p in range(pos_BxLxP.shape[-1]):
                 x = x + P.sinusoidal_features(pos_BxLxP[..., p], cfg.input_width, wl).astype(x.dtype)
         return x
+
+    def key_inputs(self, tokens_BxL, pos_BxLxP):
+        """What the cross-attend projects its keys / values from (``CrossAttendBlock.project_kv``):
+        (tokens, the embedding table) when they are computed per vocabulary entry
+        (``ModelConfig.cross_kv_per_vocab``), else (the embedded inputs, None)."""
+        if self.cfg.kv_per_vocab(tokens_BxL.size):
+            return tokens_BxL, self.embed.embedding[...]
+        return self.embed_inputs(tokens_BxL, pos_BxLxP), None
 
     def _restrict_inputs(self, x, pos, idx, valid, M: int, rng):
         """Train-time context restriction (both off when ``rng`` is None, i.e. at eval)."""
@@ -273,10 +285,7 @@ class PerceiverAR(nnx.Module):
         ktok, kpos, kidx, kvalid = self._restrict_inputs(
             tokens_BxL, positions_BxLxP, jnp.broadcast_to(idx_L, (B, L)), valid_BxL, M, keys()
         )
-        if cfg.kv_per_vocab(ktok.size):  # see ModelConfig.cross_kv_per_vocab
-            kv_in, table = ktok, self.embed.embedding[...]
-        else:
-            kv_in, table = self.embed_inputs(ktok, kpos), None
+        kv_in, table = self.key_inputs(ktok, kpos)
         z = self._block(self.cross, keys, z_BxMxD, kv_in, qpos_BxM, kpos[..., 0], q_idx_M, kidx, kvalid, table)
         for layer in self.layers:
             z = self._block(layer, keys, z, qpos_BxM, q_idx_M, valid_BxM)
