@@ -25,7 +25,6 @@ import resource
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,32 +39,13 @@ def _experiment(n: int, **model):
 
 
 def _stepper(exp):
-    """A compiled, donated train step on a fixed random batch; returns a function timing one step."""
-    import jax
-    import jax.numpy as jnp
-    import numpy as np
+    """The bench's compiled, donated train step on its fixed random batch (``repro.bench._Prepared``,
+    which also runs one warm-up step); returns a function timing one step."""
+    from repro.bench import _Prepared
 
-    from repro.bench import _batch
-    from repro.dryrun import abstract_batch
-    from repro.train.loop import build
-
-    run = build(exp)
-    step0 = jax.ShapeDtypeStruct((), jnp.int32)
-    compiled = run.steps.train.lower(
-        run.abstract["params"], run.abstract["opt_state"], abstract_batch(exp, run.mesh), step0
-    ).compile()
-    batch = {k: jnp.asarray(v) for k, v in _batch(exp, np.random.default_rng(0)).items()}
-    state = {"p": run.params, "o": run.opt_state}
-
-    def step() -> float:
-        t = time.perf_counter()
-        state["p"], state["o"], m = compiled(state["p"], state["o"], batch, np.int32(0))
-        jax.block_until_ready((state["p"], m))
-        return time.perf_counter() - t
-
-    step()
-    step()  # warm-up: the first steps also grow the heap
-    return step
+    prepared = _Prepared(exp, float("inf"), lambda *_: None)
+    prepared.step()  # a second warm-up step: the first steps also grow the heap
+    return prepared.step
 
 
 def child(n: int, steps: int) -> None:
