@@ -1,0 +1,157 @@
+"""The contract between a section's raw-data module and the shared data pipeline.
+
+A section's data module (``repro/data/<section>.py``) knows one thing: its dataset's official raw
+layout and tokenization. It provides a :class:`RawFormat` subclass:
+
+    variant(source)        which official layout ``source`` is in (e.g. "png", "tar", "npz", "v3")
+    scan(source)           the files of each split, in a deterministic order; DataError on a bad layout
+    fit_tokenizer(...)     the tokenizer (trained on the training files when it is learned, e.g.
+                           SentencePiece; fixed ones, e.g. bytes, ignore the files)
+    read(file, tokenizer)  the documents of one file, as *content ids* (see below); SkipFile for a
+                           file to skip with a reason (counted in the manifest), DataError for bad input
+    demo(out)              writes demo raw data in the official layout from data an installed package
+                           ships (never downloaded at run time)
+    tokens(content, cfg)   the model's token sequence (SOS ... EOS) of one stored document
+    positions(n, cfg)      positions from the data for a document of n tokens (None: 1-based offsets)
+
+Content ids are the tokenizer's own ids, 0-based and below ``tokenizer.vocab_size``, without
+SOS/EOS and without the reserved-id offset: an image is its 12,288 sub-pixel values 0..255, a book
+its SentencePiece ids. The shared store (``repro/data/store.py``) keeps them in the smallest
+unsigned dtype that holds the vocabulary (uint8 for images: the prepared ImageNet train split is
+the (N, 64, 64, 3) uint8 array). The default ``tokens`` is ``SOS, content + 3, EOS``.
+
+Everything after that (the token store, manifests, training crops, evaluation windows, process
+sharding, prefetching) is shared code; a section never re-implements it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from repro.data.tokens import EOS_ID, NUM_RESERVED, SOS_ID
+
+SPLITS = ("train", "validation", "test")
+
+
+class DataError(ValueError):
+    """Bad input data: one line that names the file (the CLI prints it, exit code 2)."""
+
+
+class SkipFile(Exception):  # noqa: N818 - a signal, not an error: the file is skipped with a warning
+    """Raised by ``RawFormat.read`` for a file to skip (e.g. a corrupt MIDI file): the reason is
+    printed as a warning naming the file and listed in the manifest's ``skipped``."""
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """One raw file of a split. ``member``: a name inside an archive ``path`` (e.g. a tar)."""
+
+    split: str
+    path: Path
+    member: str | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.path}:{self.member}" if self.member else str(self.path)
+
+
+@dataclass
+class RawDoc:
+    """One document read from a raw file.
+
+    content:   1-D ints in [0, tokenizer.vocab_size): the tokenizer's ids, no SOS/EOS, no offset
+    name:      what the document is (file name, book id, article title), for messages and manifests
+    num_words: words in the dataset's own word counting (text sections: word-level perplexity)
+    num_bytes: bytes of the raw text / file it came from
+    """
+
+    content: np.ndarray
+    name: str
+    num_words: int | None = None
+    num_bytes: int | None = None
+
+
+class Tokenizer:
+    """Content ids <-> the data. ``identity`` names it (e.g. "sentencepiece:unigram:8000");
+    ``files`` are the files that define it (copied into the prepared corpus and hashed)."""
+
+    identity: str = "identity"
+    vocab_size: int = 256
+
+    def files(self) -> list[Path]:
+        return []
+
+    def hash(self) -> str:
+        h = hashlib.sha256(self.identity.encode())
+        for f in self.files():
+            h.update(Path(f).read_bytes())
+        return h.hexdigest()[:16]
+
+    def decode(self, content: np.ndarray) -> Any:
+        """Content ids back to the data (text for text tokenizers)."""
+        raise NotImplementedError
+
+
+class ByteValues(Tokenizer):
+    """Values 0..255 are their own ids (image sub-pixels, raw bytes)."""
+
+    identity = "byte-values:256"
+    vocab_size = 256
+
+    def decode(self, content: np.ndarray) -> np.ndarray:
+        return np.asarray(content, np.uint8)
+
+
+class RawFormat:
+    """Base class of a section's raw-layout reader (see the module docstring)."""
+
+    section: str = ""
+
+    def variant(self, source: Path) -> str:
+        return "default"
+
+    def scan(self, source: Path) -> dict[str, list[SourceFile]]:
+        raise NotImplementedError
+
+    def fit_tokenizer(self, train_files: list[SourceFile], out_dir: Path, options: dict[str, Any]) -> Tokenizer:
+        """The tokenizer for this corpus; ``out_dir`` receives its files (e.g. a SentencePiece
+        ``.model``); ``options`` come from the preset's data config (e.g. vocabulary size, seed)."""
+        return ByteValues()
+
+    def load_tokenizer(self, corpus_dir: Path, manifest: dict[str, Any]) -> Tokenizer:
+        """The tokenizer of a prepared corpus (from the files ``fit_tokenizer`` wrote)."""
+        return ByteValues()
+
+    def read(self, f: SourceFile, tokenizer: Tokenizer) -> Iterator[RawDoc]:
+        raise NotImplementedError
+
+    def demo(self, out: Path) -> Path:
+        """Write demo raw data in the official layout under ``out``; returns the source dir."""
+        raise NotImplementedError
+
+    def tokens(self, content: np.ndarray, data_cfg: Any) -> np.ndarray:
+        """The model's tokens of one stored document: SOS, content + NUM_RESERVED, EOS."""
+        c = np.asarray(content, np.int32) + NUM_RESERVED
+        return np.concatenate([[SOS_ID], c, [EOS_ID]]).astype(np.int32)
+
+    def positions(self, num_tokens: int, data_cfg: Any) -> np.ndarray | None:
+        """[num_tokens, P] positions from the data of a document of ``num_tokens`` tokens (as
+        returned by ``tokens``), or None for the default 1-based offsets."""
+        return None
+
+
+def sha256_files(paths: list[Path], chunk: int = 1 << 20) -> str:
+    """One sha256 over the names (relative order as given) and bytes of ``paths``."""
+    h = hashlib.sha256()
+    for p in paths:
+        h.update(Path(p).name.encode() + b"\0")
+        with open(p, "rb") as f:
+            while b := f.read(chunk):
+                h.update(b)
+    return h.hexdigest()
