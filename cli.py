@@ -1,14 +1,17 @@
 """The ``repro`` command line: parsing and dispatch only; the work is in ``repro/`` and ``experiments/``.
 
 repro list                                    sections and presets
-repro run copy [--preset P] [--set k=v ...] [--workdir D] [--steps N]
-repro eval copy --workdir D [--protocol stride1|blocked:B] [--max-examples N]
-repro sample copy --workdir D [--prompt ...] [--num N] [--temperature T --top-k K --top-p P --seed S]
+repro run SECTION [--preset P] [--set k=v ...] [--workdir D] [--steps N] [--data-dir D]
+repro eval SECTION --workdir D [--protocol stride1|blocked:B] [--split S] [--max-examples N]
+repro sample SECTION --workdir D [--prompt ...] [--num N] [--temperature T --top-k K --top-p P --seed S]
+repro data prepare|verify|info|demo ...       prepared corpora (repro/data/store.py)
+repro import official --checkpoint PATH --preset P --workdir D
 repro bench [--lengths 1024,2048,4096,8192] [--d-model 256] [--batch 2] [--memory-budget-gb 12]
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -19,12 +22,15 @@ from rich.console import Console
 from rich.table import Table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Perceiver AR reproduction suite.")
-out = Console()
+out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)  # an error stays on one line
 
 
-class UserError(Exception):
-    """Bad input from the user: printed as one line, exit code 2."""
+from repro.app import UserError  # noqa: E402 - one-line errors, exit code 2
+
+DataDir = Annotated[
+    Path | None, typer.Option(help="prepared corpora live here (default: $REPRO_DATA_DIR, else ./data)")
+]
 
 
 def _section(name: str):
@@ -38,28 +44,33 @@ def _section(name: str):
 def _experiment(section: str, preset: str | None, overrides: list[str], steps: int | None):
     from repro.config import apply_overrides
 
-    mod = _section(section)
-    preset = preset or mod.DEFAULT_PRESET
-    if preset not in mod.PRESETS:
-        raise UserError(f"unknown preset '{preset}' for {section} (available: {', '.join(mod.PRESETS)})")
+    sec = _section(section)
+    exp = sec.preset(preset)
     if steps is not None:
         overrides = [*overrides, f"train.steps={steps}"]
-    return mod, apply_overrides(mod.PRESETS[preset], overrides)
+    return sec, apply_overrides(exp, overrides)
 
 
-def _print_results(mod, results: dict) -> None:
-    name, value = mod.headline(results)
-    m = results["metrics"]
+def _print_results(sec, row: dict) -> None:
+    m, h = row["metrics"], sec.headline
     out.print(
-        f"[bold]{results['section']}/{results['preset']}[/] ({results['scale']}) after {results['steps']} steps: "
-        f"{name} [bold green]{value:.4%}[/]"
+        f"[bold]{row['section']}/{row['preset']}[/] ({row['scale']}) after {row['steps']} steps: "
+        f"{h.label} [bold green]{h.format(m.get(h.key))}[/]"
+        + (f" ± {h.format(m[h.key + '_stderr'])}" if m.get(h.key + "_stderr") is not None else ""),
+        highlight=False,
     )
     line = (
         f"nats/token {m['nats_per_token']:.4f} ± {m['nats_per_token_stderr']:.4f}, bits/token {m['bits_per_token']:.4f}"
     )
     if "sequence_accuracy" in m:
         line += f", sequence exact match {m['sequence_accuracy']:.4%} of {m['eval_sequences']}"
-    out.print(line)
+    out.print(line, highlight=False)
+    ds = row["dataset"]
+    what = "a reproduction run" if row["reproduction"] else "not a reproduction (scale or data differ from the paper)"
+    out.print(f"data: {ds['name']} ({ds['variant']}), split {row['split']}, protocol {row['protocol']}; {what}",
+              highlight=False)  # fmt: skip
+    for name, b in row.get("baselines", {}).items():
+        out.print(f"baseline {name}: {h.format(b['value'])} ({b['description']})", highlight=False)
 
 
 @app.command("list")
@@ -69,11 +80,11 @@ def list_presets() -> None:
 
     table = Table("section", "preset", "scale", "context", "latents", "layers", "description")
     table.columns[1].no_wrap = True
-    for sec, mod in SECTIONS.items():
-        for name, e in mod.PRESETS.items():
-            default = " (default)" if name == mod.DEFAULT_PRESET else ""
+    for name_, sec in SECTIONS.items():
+        for name, e in sec.presets.items():
+            default = " (default)" if name == sec.default_preset else ""
             table.add_row(
-                sec, name + default, e.scale, f"{e.model.max_context:,}", str(e.model.num_latents),
+                name_, name + default, e.scale, f"{e.model.max_context:,}", str(e.model.num_latents),
                 str(e.model.num_layers), e.description,
             )  # fmt: skip
     out.print(table)
@@ -86,6 +97,7 @@ def run(
     set_: Annotated[list[str] | None, typer.Option("--set", help="override, e.g. model.num_latents=64")] = None,
     workdir: Annotated[Path | None, typer.Option(help="run directory (default runs/<section>/<preset>)")] = None,
     steps: Annotated[int | None, typer.Option(help="shortcut for --set train.steps=N")] = None,
+    data_dir: DataDir = None,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="print parameters, FLOPs and memory of a step; do not train")
@@ -116,7 +128,7 @@ def run(
     Multi-process runs: run the same command on every process. Slurm (srun), Open MPI and
     multi-host TPU are detected; otherwise pass --coordinator/--num-processes/--process-id.
     """
-    mod, exp = _experiment(section, preset, set_ or [], steps)
+    sec, exp = _experiment(section, preset, set_ or [], steps)
     if dry_run:
         _dry_run(exp, compile_, simulate_devices)
         return
@@ -125,16 +137,12 @@ def run(
     how = maybe_initialize_distributed(coordinator, num_processes, process_id, force=distributed)
     if how:
         err.print(f"distributed: {how}")
+    from repro import app as A
     from repro.train.errors import TrainingDiverged, TrainingInterrupted
-    from repro.train.loop import train
 
     workdir = workdir or Path("runs") / section / exp.preset
     try:
-        dataset = mod.make_dataset(exp)
-    except ValueError as e:
-        raise UserError(str(e)) from None
-    try:
-        results = train(exp, dataset, workdir, console=err, show_progress=progress)
+        row = A.run(sec, exp, workdir, data_dir=data_dir, console=err, show_progress=progress)
     except TrainingDiverged as e:
         err.print(f"[red]error:[/] {e}", highlight=False)
         sys.exit(3)
@@ -144,7 +152,7 @@ def run(
     import jax
 
     if jax.process_index() == 0:
-        _print_results(mod, results)
+        _print_results(sec, row)
         out.print(f"results: {workdir / 'results.json'}")
 
 
@@ -188,32 +196,6 @@ def _dry_run(exp, compile_: bool | None, simulate_devices: int | None) -> None:
     out.print(table)
 
 
-def _load_run(section: str, workdir: Path):
-    """(section module, experiment, built run, restored params, step) of a run directory."""
-    from repro.checkpoint import Checkpointer
-    from repro.config import ConfigError, experiment_from_dict
-    from repro.train.loop import build
-
-    mod = _section(section)
-    cfg_path = workdir / "config.json"
-    if not cfg_path.is_file():
-        raise UserError(f"{workdir} is not a run directory (no config.json)")
-    try:
-        exp = experiment_from_dict(json.loads(cfg_path.read_text()))
-    except (json.JSONDecodeError, TypeError, ConfigError) as e:
-        raise UserError(f"{cfg_path} is not a valid config: {e}") from None
-    if exp.section != section:
-        raise UserError(f"{workdir} holds a '{exp.section}' run, not '{section}'")
-    ckpt = Checkpointer(workdir)
-    step = ckpt.latest_step()
-    if step is None:
-        raise UserError(f"{workdir} has no checkpoint yet")
-    r = build(exp)
-    state = ckpt.restore(step, {"params": r.params, "opt_state": r.opt_state})
-    ckpt.close()
-    return mod, exp, r, state["params"], step
-
-
 @app.command("eval")
 def eval_(
     section: Annotated[str, typer.Argument(help="paper section, e.g. copy")],
@@ -222,30 +204,23 @@ def eval_(
         str | None,
         typer.Option(help="stride1 | blocked:B (B <= num_latents); default: the section's (copy: blocked:M)"),
     ] = None,
+    split: Annotated[str | None, typer.Option(help="validation | test (default: the run's data.eval_split)")] = None,
     max_examples: Annotated[int | None, typer.Option(help="evaluate only the first N documents")] = None,
+    data_dir: DataDir = None,
+    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
 ) -> None:
     """Evaluate the latest checkpoint of a run directory under a named protocol; print the metrics
-    and write them (with the protocol name) to <workdir>/evals/<protocol>.json."""
-    from repro.eval.evaluate import evaluate
-    from repro.runinfo import device_info, git_sha, now, write_json_atomic
+    and write them to <workdir>/evals/<split>_<protocol>.json."""
+    from repro import app as A
 
-    mod, exp, r, params, step = _load_run(section, workdir)
-    ds = mod.make_dataset(exp)
-    bs = exp.train.batch_size
-    protocol = protocol or mod.default_protocol(exp)
-    try:
-        batches = ds.eval_batches(exp.data.eval_examples, bs, protocol=protocol, max_examples=max_examples)
-    except ValueError as e:
-        raise UserError(str(e)) from None
-    metrics = evaluate(r.steps.eval, params, batches, bs)
-    results = {"section": section, "preset": exp.preset, "scale": exp.scale, "steps": step, "metrics": metrics}
-    _print_results(mod, results)
-    docs, n = metrics["eval_documents"], metrics["eval_tokens"]
-    out.print(f"protocol {metrics['protocol']}: {docs} documents, {n:.0f} scored targets")
-    path = workdir / "evals" / f"{metrics['protocol'].replace(':', '_')}.json"
-    path.parent.mkdir(exist_ok=True)
-    extra = {"max_examples": max_examples, "git_sha": git_sha(), "device": device_info(), "date": now()}
-    write_json_atomic(path, {**results, "protocol": metrics["protocol"], **extra})
+    sec = _section(section)
+    row, path = A.evaluate_run(
+        sec, workdir, protocol=protocol, split=split, max_examples=max_examples, data_dir=data_dir,
+        show_progress=progress, console=err,
+    )  # fmt: skip
+    _print_results(sec, row)
+    m = row["metrics"]
+    out.print(f"protocol {m['protocol']}: {m['eval_documents']} documents, {m['eval_tokens']:.0f} scored targets")
     out.print(f"written: {path}")
 
 
@@ -257,34 +232,133 @@ def sample(
     num: Annotated[int, typer.Option(help="number of samples (prompts from the eval split)")] = 8,
     temperature: Annotated[float | None, typer.Option(help="0 = greedy (default: the section's)")] = None,
     top_k: Annotated[int, typer.Option(help="keep the k most likely tokens (0 = off)")] = 0,
-    top_p: Annotated[float, typer.Option(help="nucleus sampling mass (1 = off)")] = 1.0,
+    top_p: Annotated[float, typer.Option(help="nucleus sampling mass in (0, 1] (1 = off)")] = 1.0,
     seed: Annotated[int, typer.Option(help="sampling seed")] = 0,
     fill: Annotated[int, typer.Option(help="latents refilled at a cache reset (0 = num_latents / 2)")] = 0,
+    data_dir: DataDir = None,
 ) -> None:
     """Generate from the latest checkpoint with the KV cache; write <workdir>/samples/."""
-    import dataclasses
+    from repro import app as A
 
-    from flax import nnx
+    summary, outdir = A.sample_run(
+        _section(section), workdir, prompt=prompt, num=num, temperature=temperature, top_k=top_k, top_p=top_p,
+        seed=seed, fill=fill, data_dir=data_dir,
+    )  # fmt: skip
+    out.print(json.dumps(summary), highlight=False)
+    out.print(f"written: {outdir}")
 
-    from repro.sample.sampler import SampleConfig, generate
 
-    mod, exp, r, params, step = _load_run(section, workdir)
-    if not hasattr(mod, "write_samples"):
-        raise UserError(f"section '{section}' has no sampling hooks yet")
-    cfg = dataclasses.replace(SampleConfig(), **getattr(mod, "SAMPLE_DEFAULTS", {}))
-    cfg = dataclasses.replace(cfg, top_k=top_k, top_p=top_p, seed=seed, reset_fill=fill)
-    if temperature is not None:
-        cfg = dataclasses.replace(cfg, temperature=temperature)
-    try:
-        prompts, num_new, expected = mod.sample_prompts(exp, num, prompt)
-    except ValueError as e:
-        raise UserError(str(e)) from None
-    model = nnx.merge(r.graphdef, params)
-    result = generate(model, prompts, num_new, cfg)
-    settings = {**dataclasses.asdict(cfg), "checkpoint_step": step}
-    summary = mod.write_samples(exp, prompts, result.generated, expected, workdir / "samples", settings)
-    out.print(json.dumps(summary))
-    out.print(f"written: {workdir / 'samples'}")
+data_app = typer.Typer(no_args_is_help=True, help="Prepared corpora: prepare, verify, info, demo.")
+app.add_typer(data_app, name="data")
+
+
+def _corpus_section(name: str):
+    from repro.section import CorpusSection
+
+    sec = _section(name)
+    if not isinstance(sec, CorpusSection):
+        raise UserError(f"section '{name}' has no corpus to prepare (its data is synthetic)")
+    return sec
+
+
+def _file_progress():
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn("[bold blue]prepare"), BarColumn(), MofNCompleteColumn(), TextColumn("files"),
+        TimeRemainingColumn(), TextColumn("{task.fields[label]}"), console=err,
+    )  # fmt: skip
+
+
+def _print_manifest(m: dict, path: Path) -> None:
+    out.print(f"[bold]{m['section']}/{m['corpus']}[/]: {m['dataset']} ({m['source']['variant']}), "
+              f"tokenizer {m['tokenizer']['identity']} ({m['tokenizer']['vocab_size']:,} ids), in {path}",
+              highlight=False)  # fmt: skip
+    for split, s in m["splits"].items():
+        words = f", {s['words']:,} words" if s.get("words") is not None else ""
+        out.print(f"  {split}: {s['documents']:,} documents, {s['tokens']:,} tokens{words}", highlight=False)
+    if m["skipped"]:
+        out.print(f"  skipped {len(m['skipped'])} file(s) (listed in the manifest)", highlight=False)
+
+
+@data_app.command("prepare")
+def data_prepare(
+    section: Annotated[str, typer.Argument(help="section, e.g. imagenet64, pg19")],
+    source: Annotated[Path | None, typer.Option(help="the dataset in its official raw layout")] = None,
+    preset: Annotated[str | None, typer.Option(help="whose data options (tokenizer...) to use")] = None,
+    demo: Annotated[bool, typer.Option("--demo", help="prepare the demo corpus (built if --source is absent)")] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Read a raw dataset and write a prepared corpus (token store + manifest.json), atomically."""
+    sec = _corpus_section(section)
+    exp = sec.preset(preset or (sec.default_preset if demo else sec.prepare_preset))
+    cfg = dataclasses.replace(exp.data, corpus="demo" if demo else "main")
+    with _file_progress() as prog:
+        task = prog.add_task("prepare", total=None, label="")
+
+        def on_file(done, total, label):
+            prog.update(task, completed=done, total=total, label=Path(label).name[-40:])
+
+        def warn(msg):
+            prog.console.print(f"[yellow]warning:[/] {msg}", highlight=False)
+
+        if demo and source is None:
+            m = sec.prepare_demo(cfg, data_dir, log=warn, progress=on_file)
+        else:
+            if source is None:
+                raise UserError("--source DIR is required (or --demo)")
+            m = sec.prepare(cfg, source, data_dir, progress=on_file, warn=warn)
+    _print_manifest(m, sec.corpus_dir(cfg, data_dir))
+
+
+@data_app.command("verify")
+def data_verify(
+    section: Annotated[str, typer.Argument(help="section, e.g. imagenet64")],
+    preset: Annotated[str | None, typer.Option(help="the preset whose corpus to check (default: all prepared)")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Re-check prepared corpora of a section against their manifests (checksums and counts)."""
+    from repro.data.store import data_dir as root
+    from repro.data.store import verify
+
+    sec = _corpus_section(section)
+    dirs = [sec.corpus_dir(sec.preset(preset).data, data_dir)] if preset else sorted(
+        p.parent for p in (root(data_dir) / section).glob("*/manifest.json"))  # fmt: skip
+    if not dirs:
+        raise UserError(f"nothing prepared for {section} in {root(data_dir)}")
+    for d in dirs:
+        m = verify(d)
+        out.print(f"ok: {d} ({sum(s['documents'] for s in m['splits'].values()):,} documents)", highlight=False)
+
+
+@data_app.command("info")
+def data_info(data_dir: DataDir = None) -> None:
+    """List the prepared corpora in the data directory."""
+    from repro.data.store import data_dir as root
+    from repro.data.store import list_corpora
+
+    items = list_corpora(root(data_dir))
+    if not items:
+        out.print(f"no prepared corpora in {root(data_dir)}", highlight=False)
+    for m in items:
+        if "error" in m:
+            out.print(f"[red]damaged:[/] {m['path']}: {m['error']}", highlight=False)
+        else:
+            _print_manifest(m, Path(m["path"]))
+
+
+@data_app.command("demo")
+def data_demo(
+    section: Annotated[str, typer.Argument(help="section, e.g. imagenet64")],
+    out_dir: Annotated[Path, typer.Option("--out", help="write the demo raw data (official layout) here")],
+) -> None:
+    """Build a section's demo raw data, in the official layout, from data an installed package ships."""
+    sec = _corpus_section(section)
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise UserError(f"{out_dir} is not empty")
+    src = sec.raw_format.demo(out_dir)
+    out.print(f"written: {src} ({sec.demo_name}); next: repro data prepare {section} --source {src} --demo",
+              highlight=False)  # fmt: skip
 
 
 @app.command()
@@ -329,10 +403,11 @@ def bench(
 def main() -> None:
     """Console entry point: user errors become one line on stderr and exit code 2."""
     from repro.config import ConfigError
+    from repro.data.source import DataError
 
     try:
         rc = app(standalone_mode=False)
-    except (UserError, ConfigError) as e:
+    except (UserError, ConfigError, DataError) as e:
         err.print(f"[red]error:[/] {e}", highlight=False)
         sys.exit(2)
     except typer.Exit as e:

@@ -55,7 +55,7 @@ def main() -> None:
     args = ap.parse_args()
 
     copy = SECTIONS["copy"]
-    base = copy.PRESETS["random_mirrored_131072"]
+    base = copy.presets["random_mirrored_131072"]
     heads = args.heads or min(16, max(1, args.d // 32))
     exp = dataclasses.replace(
         base,

@@ -1,21 +1,30 @@
-"""One module per paper section: its presets (paper / cpu / smoke) and the paper's numbers.
+"""One file per paper section. Each defines a :class:`repro.section.Section` subclass and an
+instance of it named ``SECTION``; this package finds them all (a new section is a new file here,
+plus its raw-data module in ``repro/data/``: nothing else to register).
 
-A section module exports ``PRESETS`` (name -> Experiment), ``DEFAULT_PRESET``, ``make_dataset(exp)``
-and ``headline(results) -> (metric name, value)``. ``SECTIONS`` maps CLI names to modules.
-
-Optional hooks for ``repro eval`` / ``repro sample`` (``experiments/copy.py`` has all of them):
-``default_protocol(exp) -> str`` (the evaluation protocol used when none is given, see
-``repro/eval/protocols.py``); ``SAMPLE_DEFAULTS`` (``SampleConfig`` fields, e.g. greedy);
-``sample_prompts(exp, num, prompt) -> (prompts, num_new, expected)``; and
-``write_samples(exp, prompts, generated, expected, outdir, settings) -> summary dict``, which
-writes what a person wants to see under ``<workdir>/samples/`` (copy: text + JSON with a mirror
-check; images would write a PNG grid, music MIDI files, text sections plain text).
+``SECTIONS`` maps CLI names (``repro run <name>``) to the section objects.
 """
 
 from __future__ import annotations
 
-from types import ModuleType
+import importlib
+import pkgutil
 
-from experiments import copy as copy_section
+from repro.section import Section
 
-SECTIONS: dict[str, ModuleType] = {"copy": copy_section}
+
+def _discover() -> dict[str, Section]:
+    found: dict[str, Section] = {}
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        if info.name.startswith("_"):
+            continue
+        mod = importlib.import_module(f"{__name__}.{info.name}")
+        sec = getattr(mod, "SECTION", None)
+        if isinstance(sec, Section):
+            if sec.name in found:
+                raise RuntimeError(f"two sections are named '{sec.name}'")
+            found[sec.name] = sec
+    return found
+
+
+SECTIONS: dict[str, Section] = _discover()

@@ -25,27 +25,40 @@ cpu_transformer         cpu    the decoder-only Transformer baseline of ``cpu`` 
 from __future__ import annotations
 
 import dataclasses
-import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from repro.baseline import as_transformer
-from repro.config import DataConfig, Experiment, ModelConfig, OptimConfig, PaperRef, TrainConfig
-from repro.data.copy_task import VOCAB_SIZE, CopyTask
+from repro.config import ConfigError, DataConfig, Experiment, ModelConfig, OptimConfig, TrainConfig
+from repro.data.copy_task import VOCAB_SIZE, CopySource
 from repro.data.tokens import EOS_ID, NUM_RESERVED, SOS_ID
+from repro.section import Metric, PaperNumber, Prompts, SamplingSpec, Section
 
-SECTION = "copy"
+NAME = "copy"
 
-PAPER_131072 = PaperRef(
-    metric="sequence_accuracy",
-    value=None,
-    units="fraction",
-    source="paper Sec. 5.1.1 [P-quote]: 'perfectly recognize long-context patterns over distances of at "
-    "least 100k tokens'; no exact number found (shared/docs/paper.md §1.1)",
-    higher_is_better=True,
-    note="'perfect' copy is read as 1.0",
-)
+
+@dataclass(frozen=True)
+class CopyData(DataConfig, section=NAME):
+    """The copy task's data: sequence length (official ``random_mirrored_<seq_len>``, SOS and EOS
+    included), the held-out sequences' seed, and the early-stop accuracy."""
+
+    seq_len: int = 256
+    eval_seed: int = 1
+    eval_examples: int = 256  # held-out sequences evaluated (synthetic: must be >= 1)
+    stop_at_accuracy: float = 0.0  # stop once mirrored-half eval accuracy reaches this (0 = never)
+
+    def validate(self) -> None:
+        super().validate()
+        if self.seq_len < 4 or self.seq_len % 2:
+            raise ConfigError(f"data.seq_len must be even and >= 4, got {self.seq_len}")
+        if self.eval_examples < 1:
+            raise ConfigError(f"data.eval_examples must be >= 1 (held-out sequences), got {self.eval_examples}")
+        if not 0.0 <= self.stop_at_accuracy <= 1.0:
+            raise ConfigError(f"data.stop_at_accuracy must be in [0, 1], got {self.stop_at_accuracy}")
+        if not 0 <= self.eval_seed < 2**32:
+            raise ConfigError(f"data.eval_seed must be in [0, 2^32), got {self.eval_seed}")
 
 
 def _official_model(seq_len: int, **kw) -> ModelConfig:
@@ -68,7 +81,7 @@ def random_mirrored(seq_len: int, scale: str = "custom") -> Experiment:
     """The ``random_mirrored_131072`` hyper-parameters at any sequence length."""
     long = seq_len > 8192
     return Experiment(
-        section=SECTION,
+        section=NAME,
         preset=f"random_mirrored_{seq_len}",
         scale=scale,  # type: ignore[arg-type]
         model=_official_model(
@@ -78,22 +91,21 @@ def random_mirrored(seq_len: int, scale: str = "custom") -> Experiment:
             attention_impl="chunked" if long else "dense",
             cross_head_group=4,
         ),
-        data=DataConfig(name="copy", seq_len=seq_len, minimum_crop_length=seq_len // 2, eval_examples=64),
+        data=CopyData(seq_len=seq_len, minimum_crop_length=seq_len // 2, eval_examples=64),
         optim=OptimConfig(lr=3e-4, warmup_steps=1000, schedule="cosine", decay_steps=1_000_000),
         train=TrainConfig(steps=1_000_000, batch_size=4096, log_every=100, eval_every=5000, checkpoint_every=5000),
         description="official random_mirrored_131072 hyper-parameters"
         + ("" if seq_len == 131072 else f" at length {seq_len} (not a run the paper reports)"),
-        paper=(PAPER_131072,) if seq_len == 131072 else (),
     )
 
 
 PRESETS: dict[str, Experiment] = {
     "random_mirrored_32": Experiment(
-        section=SECTION,
+        section=NAME,
         preset="random_mirrored_32",
         scale="paper",
         model=_official_model(32, num_latents=16, num_layers=1),
-        data=DataConfig(name="copy", seq_len=32, minimum_crop_length=16, eval_examples=1024),
+        data=CopyData(seq_len=32, minimum_crop_length=16, eval_examples=1024),
         optim=OptimConfig(lr=3e-4, warmup_steps=1000, schedule="cosine", decay_steps=1_000_000),
         train=TrainConfig(steps=1_000_000, batch_size=1024, log_every=100, eval_every=1000, checkpoint_every=1000),
         description="official random_mirrored_32 config (the official README's CPU example)",
@@ -101,7 +113,7 @@ PRESETS: dict[str, Experiment] = {
     "random_mirrored_131072": random_mirrored(131072, scale="paper"),
     **{f"random_mirrored_{n}": random_mirrored(n) for n in (1024, 4096, 16384, 65536)},
     "cpu": Experiment(
-        section=SECTION,
+        section=NAME,
         preset="cpu",
         scale="cpu",
         # Learned position tables (init stddev 1) and no dropout: measured here, this escapes the
@@ -118,17 +130,17 @@ PRESETS: dict[str, Experiment] = {
             position_encoding="learned",
             learned_position_init=1.0,
         ),  # fmt: skip
-        data=DataConfig(name="copy", seq_len=256, minimum_crop_length=255, eval_examples=256),
+        data=CopyData(seq_len=256, minimum_crop_length=255, eval_examples=256, stop_at_accuracy=0.999),
         optim=OptimConfig(lr=1e-3, warmup_steps=100, schedule="constant"),
-        train=TrainConfig(steps=1500, batch_size=32, log_every=10, eval_every=50, stop_at_accuracy=0.999),
+        train=TrainConfig(steps=1500, batch_size=32, log_every=10, eval_every=50),
         description="length 256 on a laptop CPU; stops once mirrored-half accuracy >= 99.9 %",
     ),
     "smoke": Experiment(
-        section=SECTION,
+        section=NAME,
         preset="smoke",
         scale="smoke",
         model=_official_model(32, num_latents=16, d_model=32, num_layers=1, cross_heads=2, self_heads=2),
-        data=DataConfig(name="copy", seq_len=32, minimum_crop_length=31, eval_examples=32),
+        data=CopyData(seq_len=32, minimum_crop_length=31, eval_examples=32),
         optim=OptimConfig(lr=3e-3, warmup_steps=5, schedule="constant"),
         train=TrainConfig(steps=40, batch_size=16, log_every=5, eval_every=20, checkpoint_every=20),
         description="tiny, for tests",
@@ -158,87 +170,116 @@ PRESETS["cpu_transformer"] = as_transformer(PRESETS["cpu"])
 DEFAULT_PRESET = "cpu"
 
 
-def make_dataset(exp: Experiment) -> CopyTask:
-    d, m = exp.data, exp.model
-    return CopyTask(d.seq_len, m.max_context, m.num_latents, d.minimum_crop_length, d.train_seed, d.eval_seed)
-
-
-def headline(results: dict) -> tuple[str, float]:
-    return "mirrored-half token accuracy", results["metrics"]["scored_token_accuracy"]
-
-
-# ----------------------------------------------------------------------------- evaluation / sampling
-
-
-def default_protocol(exp: Experiment) -> str:
-    """``blocked:M`` over the evaluated targets (mirrored half + EOS) of whole sequences."""
-    return f"blocked:{exp.model.num_latents}"
-
-
-# Sampling defaults for `repro sample copy`: greedy; the first prefill puts one latent on the last
-# prompt token, so the latents then grow over the second half exactly as in training and
-# teacher-forced evaluation (latents start at the mirrored half; see repro/sample/sampler.py).
-SAMPLE_DEFAULTS = {"temperature": 0.0, "initial_fill": 1}
-
-
-def sample_prompts(exp: Experiment, num: int, prompt: str | None):
-    """(prompts, tokens to generate, expected continuations) for ``repro sample copy``.
-
-    Default: the first half (SOS + x) of the first ``num`` evaluation sequences; the expected
-    continuation is reverse(x) + EOS. ``prompt``: byte values 0..255 separated by spaces or
-    commas (the model was trained on length ``data.seq_len`` only: other lengths are a probe).
-    """
-    if prompt is not None:
-        try:
-            x = np.array([int(v) for v in prompt.replace(",", " ").split()], np.int64)
-        except ValueError:
-            raise ValueError(f"copy prompt must be byte values 0..255, got '{prompt}'") from None
-        if not len(x) or x.min() < 0 or x.max() > 255:
-            raise ValueError("copy prompt must be one or more byte values 0..255")
-        x = (x + NUM_RESERVED).astype(np.int32)
-        seqs = [np.concatenate([[SOS_ID], x, x[::-1], [EOS_ID]]).astype(np.int32)]
-    else:
-        seqs = list(make_dataset(exp).eval_sequences(num))
-    prompts = [s[: (len(s) - 2) // 2 + 1] for s in seqs]
-    expected = [s[len(p) :] for s, p in zip(seqs, prompts, strict=True)]
-    return prompts, max(len(e) for e in expected), expected
-
-
 def _bytes(tokens: np.ndarray) -> list[int | str]:
     return [int(t) - NUM_RESERVED if t >= NUM_RESERVED else {EOS_ID: "EOS", SOS_ID: "SOS"}.get(int(t), "PAD")
             for t in tokens]  # fmt: skip
 
 
-def write_samples(exp: Experiment, prompts, generated, expected, outdir: Path, settings: dict) -> dict:
-    """Write ``copy.json`` and ``copy.txt`` (per sample: prompt, output, mirrors?) under ``outdir``;
-    returns the summary. A sample *mirrors* when its output is exactly reverse(x) + EOS."""
-    rows = []
-    for p, g, e in zip(prompts, generated, expected, strict=True):
-        ok = len(g) == len(e) and bool(np.array_equal(g, e))
-        n = min(len(g), len(e))
-        rows.append({
-            "prompt": _bytes(p[1:]),
-            "output": _bytes(g),
-            "expected": _bytes(e),
-            "mirrors": ok,
-            "token_accuracy": float((g[:n] == e[:n]).sum() / max(len(e), 1)),
-        })  # fmt: skip
-    summary = {
-        "section": SECTION,
-        "preset": exp.preset,
-        "samples": len(rows),
-        "mirrored_fraction": sum(r["mirrors"] for r in rows) / max(len(rows), 1),
-        "mean_token_accuracy": float(np.mean([r["token_accuracy"] for r in rows])) if rows else 0.0,
-        "settings": settings,
-    }
-    outdir.mkdir(parents=True, exist_ok=True)
-    (outdir / "copy.json").write_text(json.dumps({"summary": summary, "samples": rows}, indent=1) + "\n")
-    with (outdir / "copy.txt").open("w") as f:
-        f.write(f"copy task samples ({exp.preset}): {summary['mirrored_fraction']:.2%} mirror the prompt\n\n")
+class CopySection(Section):
+    name = NAME
+    title = "Synthetic mirrored copy (paper §5.1)"
+    data_config = CopyData
+    headline = Metric("scored_token_accuracy", "mirrored-half token accuracy", "fraction", ".4%", True)
+    paper_numbers = (
+        PaperNumber(
+            table="§5.1.1",
+            model="Perceiver AR",
+            metric="sequence_accuracy",
+            unit="fraction",
+            split="validation",
+            value=None,
+            source="[P-quote] 'perfectly recognize long-context patterns over distances of at least 100k "
+            "tokens'; no exact number found (shared/docs/paper.md §1.1)",
+            preset="random_mirrored_131072",
+            note="'perfect' copy is read as 1.0",
+        ),
+    )
+
+    def source(self, exp: Experiment, data_dir: Path | None = None, *, log=None) -> CopySource:
+        d = exp.data
+        return CopySource(d.seq_len, exp.model.max_context, d.eval_seed, d.train_seed)
+
+    def default_protocol(self, exp: Experiment) -> str:
+        """``blocked:M``: with M >= n + 1 one window (ending at EOS) scores the whole mirrored
+        half; with fewer latents (e.g. 1024 latents for 131,072 tokens) consecutive blocks of M
+        targets are scored, each with all of the sequence before it as context."""
+        return f"blocked:{exp.model.num_latents}"
+
+    def stop(self, exp: Experiment, eval_metrics: dict) -> bool:
+        target = exp.data.stop_at_accuracy
+        return bool(target) and eval_metrics.get("scored_token_accuracy", 0.0) >= target
+
+    def baselines(self, exp: Experiment, source, split: str) -> dict:
+        return {
+            "chance": {
+                "value": 1 / 256,
+                "description": "uniform guess over the 256 byte values (the mirrored half is unpredictable "
+                "without the first half)",
+            }
+        }
+
+    def sampling(self, exp: Experiment) -> SamplingSpec:
+        # Greedy; the first prefill puts one latent on the last prompt token, so the latents then
+        # grow over the second half exactly as in training and teacher-forced evaluation
+        # (latents start at the mirrored half; see repro/sample/sampler.py).
+        return SamplingSpec(defaults={"temperature": 0.0, "initial_fill": 1})
+
+    def prompts(self, exp: Experiment, source: CopySource, num: int, prompt: str | None) -> Prompts:
+        """The first half (SOS + x) of the first ``num`` evaluation sequences; the expected
+        continuation is reverse(x) + EOS. ``prompt``: byte values 0..255 separated by spaces or
+        commas (the model was trained on length ``data.seq_len`` only: other lengths are a probe)."""
+        if prompt is not None:
+            try:
+                x = np.array([int(v) for v in prompt.replace(",", " ").split()], np.int64)
+            except ValueError:
+                raise ValueError(f"copy prompt must be byte values 0..255, got '{prompt}'") from None
+            if not len(x) or x.min() < 0 or x.max() > 255:
+                raise ValueError("copy prompt must be one or more byte values 0..255")
+            x = (x + NUM_RESERVED).astype(np.int32)
+            seqs = [np.concatenate([[SOS_ID], x, x[::-1], [EOS_ID]]).astype(np.int32)]
+        else:
+            seqs = list(source.eval_sequences(num, exp.data.eval_split))
+        prompts = [s[: (len(s) - 2) // 2 + 1] for s in seqs]
+        expected = [s[len(p) :] for s, p in zip(seqs, prompts, strict=True)]
+        return Prompts(prompts, max(len(e) for e in expected), expected)
+
+    def write_samples(self, exp: Experiment, prompts: Prompts, generated, outdir: Path, settings: dict) -> dict:
+        """Write ``copy.json`` and ``copy.txt`` (per sample: prompt, output, mirrors?) under
+        ``outdir``; returns the summary. A sample *mirrors* when its output is exactly
+        reverse(x) + EOS."""
+        from repro.runinfo import write_json_atomic, write_text_atomic
+
+        rows = []
+        for p, g, e in zip(prompts.tokens, generated, prompts.expected, strict=True):
+            ok = len(g) == len(e) and bool(np.array_equal(g, e))
+            n = min(len(g), len(e))
+            rows.append({
+                "prompt": _bytes(p[1:]),
+                "output": _bytes(g),
+                "expected": _bytes(e),
+                "mirrors": ok,
+                "token_accuracy": float((g[:n] == e[:n]).sum() / max(len(e), 1)),
+            })  # fmt: skip
+        summary = {
+            "section": NAME,
+            "preset": exp.preset,
+            "samples": len(rows),
+            "mirrored_fraction": sum(r["mirrors"] for r in rows) / max(len(rows), 1),
+            "mean_token_accuracy": float(np.mean([r["token_accuracy"] for r in rows])) if rows else 0.0,
+            "settings": settings,
+        }
+        lines = [f"copy task samples ({exp.preset}): {summary['mirrored_fraction']:.2%} mirror the prompt\n\n"]
         for i, r in enumerate(rows):
-            f.write(f"[{i}] {'MIRRORS' if r['mirrors'] else 'differs'} (token accuracy {r['token_accuracy']:.2%})\n")
-            f.write(f"  prompt   {' '.join(map(str, r['prompt']))}\n")
-            f.write(f"  output   {' '.join(map(str, r['output']))}\n")
+            lines.append(
+                f"[{i}] {'MIRRORS' if r['mirrors'] else 'differs'} (token accuracy {r['token_accuracy']:.2%})\n"
+            )
+            lines.append(f"  prompt   {' '.join(map(str, r['prompt']))}\n")
+            lines.append(f"  output   {' '.join(map(str, r['output']))}\n")
             if not r["mirrors"]:
-                f.write(f"  expected {' '.join(map(str, r['expected']))}\n")
-    return summary
+                lines.append(f"  expected {' '.join(map(str, r['expected']))}\n")
+        write_json_atomic(outdir / "copy.json", {"summary": summary, "samples": rows})
+        write_text_atomic(outdir / "copy.txt", "".join(lines))
+        return summary
+
+
+SECTION = CopySection(PRESETS, DEFAULT_PRESET)

@@ -36,5 +36,4 @@ def as_transformer(exp: Experiment, preset: str | None = None) -> Experiment:
         model=dataclasses.replace(m, num_latents=m.max_context),
         description=f"Transformer baseline of '{exp.preset}': {m.num_layers + 1} causal layers over all "
         f"{m.max_context} positions (Perceiver AR with M = N; repro/baseline.py)",
-        paper=(),
     ).validate()

@@ -65,7 +65,7 @@ def experiment(bc: BenchConfig, model: str, n: int) -> Experiment:
     )  # fmt: skip
     exp = Experiment(
         section="bench", preset=f"perceiver_ar_{n}", scale="custom", model=m,
-        data=DataConfig(name="random", seq_len=n), optim=OptimConfig(warmup_steps=0),
+        data=DataConfig(), optim=OptimConfig(warmup_steps=0),
         train=TrainConfig(steps=1, batch_size=bc.batch), mesh=MeshConfig(data=1),
     ).validate()  # fmt: skip
     return as_transformer(exp, preset=f"transformer_{n}") if model == "transformer" else exp

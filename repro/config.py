@@ -126,16 +126,63 @@ class ModelConfig:
                 raise ConfigError(f"model.{name}={g} must divide the number of heads ({h})")
 
 
+_DATA_CONFIGS: dict[str, type] = {}
+
+
 @dataclass(frozen=True)
 class DataConfig:
-    """Which dataset, and how training windows are cut from it."""
+    """Data settings every section has; each section subclasses it with its own typed fields:
 
-    name: str = "copy"
-    seq_len: int = 256  # copy task: total length incl. SOS and EOS (official random_mirrored_<seq_len>)
+        @dataclass(frozen=True)
+        class CopyData(DataConfig, section="copy"):
+            seq_len: int = 256
+
+    The ``section=`` keyword registers the class, so a run's ``config.json`` loads back into it
+    (:func:`experiment_from_dict`) and ``--set data.<field>=...`` is checked against its fields.
+    """
+
     minimum_crop_length: int = 0  # official minimum_crop_length; 0 = num_latents
-    train_seed: int = 0
-    eval_seed: int = 1
-    eval_examples: int = 256
+    train_seed: int = 0  # training batches are a pure function of (train_seed, step)
+    eval_split: str = "validation"  # the split `repro run` evaluates (and `repro eval` by default)
+    eval_examples: int = 0  # documents evaluated during training; 0 = the whole split
+
+    def __init_subclass__(cls, section: str | None = None, **kw):
+        super().__init_subclass__(**kw)
+        if section is not None:
+            _DATA_CONFIGS[section] = cls
+
+    def validate(self) -> None:
+        if self.minimum_crop_length < 0:
+            raise ConfigError(f"data.minimum_crop_length must be >= 0, got {self.minimum_crop_length}")
+        if self.eval_examples < 0:
+            raise ConfigError(f"data.eval_examples must be >= 0 (0 = the whole split), got {self.eval_examples}")
+        if self.eval_split not in ("train", "validation", "test"):
+            raise ConfigError(f"data.eval_split must be train, validation or test, got '{self.eval_split}'")
+        if not 0 <= self.train_seed < 2**32:
+            raise ConfigError(f"data.train_seed must be in [0, 2^32), got {self.train_seed}")
+
+
+@dataclass(frozen=True)
+class CorpusData(DataConfig):
+    """Data settings of a section that trains on a prepared corpus (``repro data prepare``).
+
+    corpus: which prepared corpus under ``<data dir>/<section>/``: "main" (prepared from the
+    user's copy of the real dataset) or "demo" (built from data an installed package ships)."""
+
+    corpus: str = "main"
+
+    def validate(self) -> None:
+        super().validate()
+        if not self.corpus or any(c in self.corpus for c in "/\\\0") or self.corpus.startswith("."):
+            raise ConfigError(f"data.corpus must be a plain name (e.g. main, demo), got '{self.corpus}'")
+
+
+def data_config_class(section: str) -> type:
+    """The registered data config of ``section`` (importing the sections if needed)."""
+    if section not in _DATA_CONFIGS:
+        import experiments  # noqa: F401 - registers every section's data config
+
+    return _DATA_CONFIGS.get(section, DataConfig)
 
 
 @dataclass(frozen=True)
@@ -167,7 +214,6 @@ class TrainConfig:
     checkpoint_every: int = 500
     keep_checkpoints: int = 2  # the latest N checkpoints are kept ...
     keep_best_checkpoints: int = 1  # ... and the best N by eval nats/token (0 = off)
-    stop_at_accuracy: float = 0.0  # copy task: stop early once eval accuracy reaches this (0 = never)
 
 
 @dataclass(frozen=True)
@@ -185,18 +231,6 @@ class MeshConfig:
 
 
 @dataclass(frozen=True)
-class PaperRef:
-    """A number the paper (or a source in shared/docs/paper.md) reports for a preset."""
-
-    metric: str
-    value: float | None
-    units: str
-    source: str
-    higher_is_better: bool = False
-    note: str = ""
-
-
-@dataclass(frozen=True)
 class Experiment:
     section: str
     preset: str
@@ -207,7 +241,6 @@ class Experiment:
     train: TrainConfig = field(default_factory=TrainConfig)
     mesh: MeshConfig = field(default_factory=MeshConfig)
     description: str = ""
-    paper: tuple[PaperRef, ...] = ()
 
     def validate(self) -> Experiment:
         self.model.validate()
@@ -217,6 +250,7 @@ class Experiment:
             )
         if self.train.steps < 1:
             raise ConfigError("train.steps must be >= 1")
+        self.data.validate()
         return self
 
 
@@ -299,12 +333,16 @@ def experiment_to_dict(exp: Experiment) -> dict[str, Any]:
 
 
 def _from_dict(cls: type, d: dict[str, Any]) -> Any:
+    if not isinstance(d, dict):
+        raise ConfigError(f"config.json: {cls.__name__} must be a JSON object, got {type(d).__name__}")
     types_ = _field_types(cls)
     kwargs = {}
     for k, v in d.items():
         if k not in types_:
             raise ConfigError(f"config.json: unknown key '{k}' for {cls.__name__}")
         tp = types_[k]
+        if cls is Experiment and k == "data":
+            tp = data_config_class(str(d.get("section", "")))
         if dataclasses.is_dataclass(tp):
             v = _from_dict(tp, v)
         elif typing.get_origin(tp) is tuple:

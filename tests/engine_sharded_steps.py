@@ -51,7 +51,7 @@ def run(exp, dataset):
 
 def main():
     mod = SECTIONS["copy"]
-    base = mod.PRESETS["smoke"]  # dropout on: masks must not depend on the sharding
+    base = mod.presets["smoke"]  # dropout on: masks must not depend on the sharding
     base = dataclasses.replace(base, train=dataclasses.replace(base.train, grad_accum=int(sys.argv[1])))
     ds = mod.make_dataset(base)
     assert jax.device_count() == 8

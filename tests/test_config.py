@@ -11,8 +11,8 @@ from repro.config import ConfigError, apply_overrides, experiment_from_dict, exp
 @pytest.mark.parametrize("section", sorted(SECTIONS))
 def test_every_preset_validates_and_builds_its_dataset(section):
     mod = SECTIONS[section]
-    assert mod.DEFAULT_PRESET in mod.PRESETS
-    for name, exp in mod.PRESETS.items():
+    assert mod.default_preset in mod.presets
+    for name, exp in mod.presets.items():
         exp.validate()
         assert exp.preset == name and exp.section == section
         mod.make_dataset(exp)
@@ -20,17 +20,17 @@ def test_every_preset_validates_and_builds_its_dataset(section):
 
 def test_smoke_presets_are_tiny():
     for mod in SECTIONS.values():
-        e = mod.PRESETS["smoke"]
+        e = mod.presets["smoke"]
         assert e.model.d_model <= 64 and e.model.num_layers <= 2 and e.train.steps <= 100
 
 
 def test_round_trip():
-    e = SECTIONS["copy"].PRESETS["random_mirrored_131072"]
+    e = SECTIONS["copy"].presets["random_mirrored_131072"]
     assert experiment_from_dict(experiment_to_dict(e)) == e
 
 
 def test_overrides_are_typed():
-    e = SECTIONS["copy"].PRESETS["cpu"]
+    e = SECTIONS["copy"].presets["cpu"]
     e2 = apply_overrides(
         e, ["model.num_latents=64", "optim.lr=2e-3", "model.d_input=none", "model.position_table_sizes=3,4"]
     )
@@ -55,11 +55,11 @@ def test_overrides_are_typed():
 )
 def test_bad_overrides_raise_config_error(bad):
     with pytest.raises(ConfigError):
-        apply_overrides(SECTIONS["copy"].PRESETS["cpu"], [bad])
+        apply_overrides(SECTIONS["copy"].presets["cpu"], [bad])
 
 
 def test_overriding_a_paper_preset_makes_it_custom():
-    e = SECTIONS["copy"].PRESETS["random_mirrored_32"]
+    e = SECTIONS["copy"].presets["random_mirrored_32"]
     assert e.scale == "paper"
     assert apply_overrides(e, ["train.steps=10"]).scale == "custom"
     assert apply_overrides(dataclasses.replace(e, scale="cpu"), ["train.steps=10"]).scale == "cpu"

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from repro.data.copy_task import CopyTask, mirrored_half_mask, mirrored_sequences
+from repro.data.copy_task import CopySource, mirrored_half_mask, mirrored_sequences
+from repro.data.pipeline import Pipeline
 from repro.data.tokens import EOS_ID, NUM_RESERVED, PAD_ID, SOS_ID
 from repro.data.windows import cut_windows, random_crop_ends
 
@@ -47,7 +48,7 @@ def test_crop_ends_respect_minimum():
 
 
 def test_train_batches_are_deterministic_per_step_and_process_sharded():
-    ds = CopyTask(32, 32, 16, 16, train_seed=0, eval_seed=1)
+    ds = Pipeline(CopySource(32, 32, eval_seed=1, train_seed=0), 32, 16, 16, train_seed=0)
     a, b = ds.train_batch(3, 8), ds.train_batch(3, 8)
     for k in a:
         np.testing.assert_array_equal(a[k], b[k])
@@ -59,14 +60,14 @@ def test_train_batches_are_deterministic_per_step_and_process_sharded():
 
 def test_eval_windows_cover_the_mirrored_half_exactly_once():
     for seq_len, M in [(32, 16), (64, 8), (64, 40)]:
-        ds = CopyTask(seq_len, seq_len, M, 0, 0, 1)
+        ds = Pipeline(CopySource(seq_len, seq_len, eval_seed=1, train_seed=0), seq_len, M, 0, 0)
         n = (seq_len - 2) // 2
-        scored = sum(int(b["score_mask"].sum()) for b in ds.eval_batches(3, 4))
+        scored = sum(int(b["score_mask"].sum()) for b in ds.eval_batches("validation", 3, 4, f"blocked:{M}"))
         assert scored == 3 * n, (seq_len, M)
 
 
 def test_eval_and_train_streams_differ():
-    ds = CopyTask(32, 32, 16, 31, train_seed=0, eval_seed=0)
+    ds = CopySource(32, 32, eval_seed=0, train_seed=0)
     ev = ds.eval_sequences(4)
     tr = mirrored_sequences(np.random.default_rng([0, 0]), 4, 32)
     assert not np.array_equal(ev, tr)

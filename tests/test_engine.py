@@ -128,7 +128,7 @@ def test_mesh_shapes():
 @pytest.mark.parametrize("section", sorted(SECTIONS))
 def test_every_parameter_of_every_preset_has_a_sharding_rule(section):
     mesh = make_mesh(MeshConfig())
-    for exp in SECTIONS[section].PRESETS.values():
+    for exp in SECTIONS[section].presets.values():
         _, abstract = nnx.split(nnx.eval_shape(lambda e=exp: PerceiverAR(e.model, rngs=nnx.Rngs(0))))
         state_shardings(abstract, mesh, strict=True)  # raises on a parameter without a rule
 
@@ -324,7 +324,7 @@ def _one_step(exp, steps=1):
 
 def _smoke(**model):
     """The smoke preset with a random (not zero) logits layer, so that step 1 changes the loss."""
-    exp = COPY.PRESETS["smoke"]
+    exp = COPY.presets["smoke"]
     return dataclasses.replace(exp, model=dataclasses.replace(exp.model, final_init_zeros=False, **model))
 
 
@@ -398,7 +398,7 @@ def test_paper_parameter_counts():
     for v in (32000, 32128):
         assert abs(param_count(_pg19(v)) - 974.6e6) < 0.5e6
     # Copy task random_mirrored_131072 (paper.md §1.1): ~89.5M trainable core + 0.27M embedding.
-    c = param_counts(COPY.PRESETS["random_mirrored_131072"].model)
+    c = param_counts(COPY.presets["random_mirrored_131072"].model)
     assert c["token_embedding"] == 259 * 1024
     assert abs(c["total"] - c["token_embedding"] - 89.5e6) < 0.05e6
     assert c["total"] == 89_757_955
@@ -432,7 +432,7 @@ def test_dry_run_of_the_paper_131072_preset_allocates_nothing(cli_env):
 def test_dry_run_compiles_a_small_preset():
     from repro.dryrun import dry_run
 
-    r = dry_run(COPY.PRESETS["smoke"], compile=True)
+    r = dry_run(COPY.presets["smoke"], compile=True)
     assert r["params"] == r["params_analytic"] == 43_427
     mem = r["memory_per_device"]
     assert mem["argument"] > 4 * 3 * r["params"] and mem["peak_estimate"] > mem["temp"] > 0

@@ -88,21 +88,21 @@ def test_evaluate_counts_padding_once_and_scores_eos():
     targets = np.array([[PAD_ID, 4, 5, EOS_ID], [PAD_ID, PAD_ID, 6, EOS_ID], [7, 8, 9, EOS_ID]], np.int32)
     batch = {"inputs": targets, "targets": targets, "positions": targets[..., None]}
     step = _fake_step(lambda t: t.astype(np.float64))
-    a = evaluate(step, None, [batch], batch_size=3)
-    b = evaluate(step, None, [batch], batch_size=8)  # 5 filler rows
+    a = evaluate(step, None, [batch], batch_size=3, info={})
+    b = evaluate(step, None, [batch], batch_size=8, info={})  # 5 filler rows
     scored = targets[targets != PAD_ID].astype(np.float64)
     assert a["eval_tokens"] == b["eval_tokens"] == len(scored) == 9
     assert a["nats_per_token"] == b["nats_per_token"] == pytest.approx(scored.mean())
     assert a["token_accuracy"] == pytest.approx(np.mean(scored % 2 == 0))
 
 
-def test_evaluate_word_perplexity_and_protocol_from_batches():
-    class Batches(list):
-        protocol = "blocked:2"
-        info = {"num_words": 3.0, "documents": 1, "bits_per_dim": False}
-
+def test_evaluate_word_perplexity_and_protocol_from_info():
+    info = {"protocol": "blocked:2", "num_words": 3.0, "documents": 1, "bits_per_dim": False}
     t = np.array([[4, 5, 6, EOS_ID]], np.int32)
-    out = evaluate(_fake_step(lambda t: np.full(t.shape, 0.5)), None, Batches([{"inputs": t, "targets": t}]), 1)
+    step = _fake_step(lambda t: np.full(t.shape, 0.5))
+    with pytest.raises(TypeError, match="info"):  # plain batches never silently lose the word count
+        evaluate(step, None, [{"inputs": t, "targets": t}], 1)
+    out = evaluate(step, None, [{"inputs": t, "targets": t}], 1, info=info)
     assert out["protocol"] == "blocked:2" and out["eval_documents"] == 1
     assert out["word_perplexity"] == pytest.approx(math.exp(4 * 0.5 / 3))
     assert out["perplexity"] == pytest.approx(math.exp(0.5))

@@ -9,7 +9,6 @@ import pytest
 from flax import nnx
 
 from repro.config import ModelConfig
-from repro.data.copy_task import CopyTask
 from repro.data.tokens import EOS_ID, PAD_ID, SOS_ID
 from repro.data.windows import cut_windows
 from repro.eval.evaluate import evaluate
@@ -137,10 +136,14 @@ def test_max_examples_and_info():
 
 
 def test_copy_task_default_protocol_is_named():
-    ds = CopyTask(32, 32, 16, 0, 0, 1)
-    b = ds.eval_batches(3, 4)
+    from experiments import SECTIONS
+
+    sec = SECTIONS["copy"]
+    exp = sec.presets["smoke"]  # length 32, 16 latents
+    ds = sec.make_dataset(exp)
+    b = ds.eval_batches("validation", 3, 4, sec.default_protocol(exp))
     assert b.protocol == "blocked:16" and b.info["windows"] == 3
-    assert ds.eval_batches(3, 4, protocol="stride1").info["windows"] == 3 * 16  # mirrored half + EOS
+    assert ds.eval_batches("validation", 3, 4, "stride1").info["windows"] == 3 * 16  # mirrored half + EOS
 
 
 # ----------------------------------------------------------------------------- metrics under a model

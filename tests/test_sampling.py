@@ -241,13 +241,16 @@ def test_copy_greedy_sampling_reproduces_teacher_forced_argmax(tmp_path):
     cache grows over the second half exactly as the training / teacher-forced windows, so greedy
     samples are the teacher-forced argmax predictions: a model with 100 % mirrored-half accuracy
     mirrors every prompt. Checked on an untrained smoke-preset model, then the sample files."""
-    from experiments import copy as section
+    from experiments import SECTIONS
 
-    exp = section.PRESETS["smoke"]
+    section = SECTIONS["copy"]
+    exp = section.presets["smoke"]
     model = PerceiverAR(exp.model, rngs=nnx.Rngs(0))
-    prompts, num_new, expected = section.sample_prompts(exp, 2, None)
+    source = section.source(exp)
+    pr = section.prompts(exp, source, 2, None)
+    prompts, num_new, expected = pr.tokens, pr.num_new, pr.expected
     assert len(prompts[0]) == exp.data.seq_len // 2 and num_new == exp.data.seq_len // 2
-    cfg = SampleConfig(**section.SAMPLE_DEFAULTS, stop_at_eos=False)  # untrained: EOS may come early
+    cfg = SampleConfig(**section.sampling(exp).defaults, stop_at_eos=False)  # untrained: EOS may come early
     out = generate(model, prompts, num_new, cfg, compiler_options=FAST_COMPILE)
     seqs = np.stack([np.concatenate([p, g]) for p, g in zip(prompts, out.generated, strict=True)])
     assert seqs.shape == (2, exp.data.seq_len)
@@ -259,15 +262,15 @@ def test_copy_greedy_sampling_reproduces_teacher_forced_argmax(tmp_path):
     logits[..., 0] = -np.inf  # the sampler never picks PAD
     np.testing.assert_array_equal(logits.argmax(-1), seqs[:, -num_new:])
 
-    summary = section.write_samples(exp, prompts, expected, expected, tmp_path, {"temperature": 0})
+    summary = section.write_samples(exp, pr, expected, tmp_path, {"temperature": 0})
     assert summary["mirrored_fraction"] == 1.0 and summary["mean_token_accuracy"] == 1.0
     rows = json.loads((tmp_path / "copy.json").read_text())["samples"]
     assert rows[0]["output"][-1] == "EOS" and rows[0]["output"][:-1] == rows[0]["prompt"][::-1]
     assert "MIRRORS" in (tmp_path / "copy.txt").read_text()
-    p, n, e = section.sample_prompts(exp, 1, "1, 2 250")
-    assert list(p[0]) == [SOS_ID, 4, 5, 253] and n == 4 and list(e[0]) == [253, 5, 4, EOS_ID]
+    p = section.prompts(exp, source, 1, "1, 2 250")
+    assert list(p.tokens[0]) == [SOS_ID, 4, 5, 253] and p.num_new == 4 and list(p.expected[0]) == [253, 5, 4, EOS_ID]
     with pytest.raises(ValueError):
-        section.sample_prompts(exp, 1, "256")
+        section.prompts(exp, source, 1, "256")
 
 
 @pytest.mark.slow
@@ -287,7 +290,7 @@ def test_cli_eval_protocol_and_sample(tmp_path):
     repro("run", "copy", "--preset", "smoke", "--workdir", str(wd), "--steps", "2", "--no-progress")
     r = repro("eval", "copy", "--workdir", str(wd), "--protocol", "stride1", "--max-examples", "2")
     assert "protocol stride1: 2 documents" in r.stdout
-    assert json.loads((wd / "evals" / "stride1.json").read_text())["metrics"]["protocol"] == "stride1"
+    assert json.loads((wd / "evals" / "validation_stride1.json").read_text())["metrics"]["protocol"] == "stride1"
     r = repro("eval", "copy", "--workdir", str(wd))
     assert "protocol blocked:16" in r.stdout
     repro("sample", "copy", "--workdir", str(wd), "--num", "2")

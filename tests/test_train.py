@@ -39,7 +39,7 @@ def test_schedules():
 
 
 def _smoke(**train):
-    exp = SECTIONS["copy"].PRESETS["smoke"]
+    exp = SECTIONS["copy"].presets["smoke"]
     exp = dataclasses.replace(exp, model=dataclasses.replace(exp.model, dropout=0.0))
     return dataclasses.replace(exp, train=dataclasses.replace(exp.train, **train))
 
@@ -63,7 +63,7 @@ def test_gradient_accumulation_matches_full_batch():
 
 
 def test_train_step_is_deterministic_and_changes_params():
-    exp = SECTIONS["copy"].PRESETS["smoke"]  # dropout on: keys are fold_in(seed, step)
+    exp = SECTIONS["copy"].presets["smoke"]  # dropout on: keys are fold_in(seed, step)
     exp = dataclasses.replace(exp, optim=dataclasses.replace(exp.optim, warmup_steps=0))
     pa, ma = _one_step(exp)
     pb, mb = _one_step(exp)

@@ -10,12 +10,13 @@ marked targets right). When the batches come from a named protocol
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
 
 from repro.eval.metrics import NLLSums
+from repro.eval.protocols import EvalBatches
 
 MODEL_KEYS = ("inputs", "targets", "positions")
 
@@ -30,7 +31,23 @@ def _pad_batch(batch: dict[str, np.ndarray], size: int) -> tuple[dict[str, np.nd
     return {k: np.concatenate([v, np.zeros((size - n, *v.shape[1:]), v.dtype)]) for k, v in batch.items()}, n
 
 
-def evaluate(eval_step, params, batches: Iterable[dict[str, np.ndarray]], batch_size: int) -> dict[str, Any]:
+def evaluate(
+    eval_step,
+    params,
+    batches: Iterable[dict[str, np.ndarray]],
+    batch_size: int,
+    *,
+    info: dict[str, Any] | None = None,
+    on_batch: Callable[[dict[str, np.ndarray]], None] | None = None,
+) -> dict[str, Any]:
+    """Metrics of ``params`` over ``batches``. The split's description (protocol, documents,
+    word count, bits/dim) comes from ``batches.info`` for :class:`EvalBatches`, or from ``info``
+    for any other iterable of batches (given explicitly: never silently dropped).
+    ``on_batch(batch)`` is called after each batch (progress bars)."""
+    if info is None:
+        if not isinstance(batches, EvalBatches):
+            raise TypeError("evaluate(): plain batches need info={...} (protocol, num_words, bits_per_dim)")
+        info = batches.info
     sums = NLLSums()
     correct = 0.0
     s_correct = s_tokens = 0.0
@@ -49,10 +66,11 @@ def evaluate(eval_step, params, batches: Iterable[dict[str, np.ndarray]], batch_
             for sid, w, has in zip(ids.tolist(), wrong_B.tolist(), (sm.sum(1) > 0).tolist(), strict=True):
                 if has:
                     seq_wrong[sid] = seq_wrong.get(sid, 0.0) + w
-    info = getattr(batches, "info", {})
+        if on_batch:
+            on_batch(raw)
     out: dict[str, Any] = {}
-    if getattr(batches, "protocol", None):
-        out["protocol"] = batches.protocol
+    if info.get("protocol"):
+        out["protocol"] = info["protocol"]
     out.update(sums.summary(num_words=info.get("num_words"), bits_per_dim=bool(info.get("bits_per_dim"))))
     out["token_accuracy"] = correct / max(sums.n, 1.0)
     if "documents" in info:

@@ -53,10 +53,18 @@ def mean_and_stderr(total: float, total_sq: float, n: float) -> tuple[float, flo
     return mean, math.sqrt(var / n) if n > 1 else float("nan")
 
 
+def safe_exp(x: float) -> float:
+    """exp(x), or inf where it overflows (a diverged model's perplexity), never an exception."""
+    try:
+        return math.exp(x)
+    except OverflowError:
+        return math.inf
+
+
 def perplexity(mean_nll: float, stderr: float) -> tuple[float, float]:
-    """exp(mean NLL in nats) and its delta-method standard error exp(m) * se(m)."""
-    p = math.exp(mean_nll)
-    return p, p * stderr
+    """exp(mean NLL in nats) and its delta-method standard error exp(m) * se(m) (inf on overflow)."""
+    p = safe_exp(mean_nll)
+    return p, (p * stderr if math.isfinite(p) else math.inf)
 
 
 def word_perplexity(total_nll: float, num_words: float, n_tokens: float, token_stderr: float):

@@ -127,7 +127,12 @@ class EvalBatches:
 
     Batches hold ``inputs``, ``targets`` (PAD where not scored), ``positions``, ``seq_id``
     (document index) and, when documents have one, ``score_mask``. ``protocol`` is the name to
-    record; ``info`` describes the split that was evaluated.
+    record; ``info`` describes the split that was evaluated (documents, windows, words, whether
+    the metric is bits per dimension).
+
+    ``docs`` may be a lazy sequence (``repro/data/pipeline.py``): documents are built one at a
+    time, once to count windows and words, and again while batches are cut, so a split is never
+    held in memory, nor all of its windows.
     """
 
     def __init__(
@@ -143,16 +148,26 @@ class EvalBatches:
     ):
         if protocol.block > M:
             raise ValueError(f"protocol {protocol.name}: block > num_latents={M}")
-        self.docs = list(docs)[: max_examples if max_examples else None]
+        if max_examples is not None and max_examples < 1:
+            raise ValueError(f"max_examples must be >= 1, got {max_examples}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        n = len(docs) if not max_examples else min(max_examples, len(docs))
+        self.docs = docs if n == len(docs) else docs[:n]
         self.protocol, self.L, self.M, self.batch_size = protocol.name, L, M, batch_size
         self.block = protocol.block
-        self._ends = [window_ends(d, self.block) for d in self.docs]
-        words = [d.num_words for d in self.docs]
+        windows, words, self._P, self._has_score = 0, [], None, False
+        for d in self.docs:  # one pass: counts only
+            windows += len(window_ends(d, self.block))
+            words.append(d.num_words)
+            if d.positions is not None and self._P is None:
+                self._P = d.positions.shape[-1]
+            self._has_score |= d.score_mask is not None
         self.info = {
             "protocol": self.protocol,
             "documents": len(self.docs),
-            "windows": int(sum(len(e) for e in self._ends)),
-            "num_words": float(sum(words)) if self.docs and all(w is not None for w in words) else None,
+            "windows": int(windows),
+            "num_words": float(sum(words)) if words and all(w is not None for w in words) else None,
             "bits_per_dim": bits_per_dim,
         }
 
@@ -160,24 +175,27 @@ class EvalBatches:
         return -(-self.info["windows"] // self.batch_size)
 
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
-        jobs = [(i, int(e)) for i, ends in enumerate(self._ends) for e in ends]
-        for s in range(0, len(jobs), self.batch_size):
-            yield self._batch(jobs[s : s + self.batch_size])
+        jobs: list[tuple[int, Document, int]] = []
+        for i, d in enumerate(self.docs):
+            for e in window_ends(d, self.block).tolist():
+                jobs.append((i, d, int(e)))
+                if len(jobs) == self.batch_size:
+                    yield self._batch(jobs)
+                    jobs = []
+        if jobs:
+            yield self._batch(jobs)
 
-    def _batch(self, jobs: list[tuple[int, int]]) -> dict[str, np.ndarray]:
+    def _batch(self, jobs: list[tuple[int, Document, int]]) -> dict[str, np.ndarray]:
         L, M, B = self.L, self.M, self.block
         n = len(jobs)
         # Each window needs inputs [e - L, e) and targets up to e: cut a local slice of at most
         # L + 1 tokens from its document (never the whole document: stride1 on long documents).
         seqs = np.full((n, L + 1), PAD_ID, np.int32)
-        has_pos = any(d.positions is not None for d in self.docs)
-        P = next(d.positions.shape[-1] for d in self.docs if d.positions is not None) if has_pos else 1
-        pos = np.zeros((n, L + 1, P), np.int32)
+        pos = np.zeros((n, L + 1, self._P or 1), np.int32)
         evaluated = np.zeros((n, L), bool)
-        score = np.zeros((n, L), bool) if any(d.score_mask is not None for d in self.docs) else None
+        score = np.zeros((n, L), bool) if self._has_score else None
         ends = np.zeros(n, np.int64)
-        for r, (i, e) in enumerate(jobs):
-            d = self.docs[i]
+        for r, (_, d, e) in enumerate(jobs):
             s0 = max(0, e - L)
             k = e + 1 - s0
             seqs[r, :k] = d.tokens[s0 : e + 1]
@@ -194,5 +212,5 @@ class EvalBatches:
         w["targets"] = np.where(scored, w["targets"], PAD_ID).astype(np.int32)
         if score is not None:
             w["score_mask"] &= scored
-        w["seq_id"] = np.array([i for i, _ in jobs])
+        w["seq_id"] = np.array([i for i, _, _ in jobs])
         return w

@@ -8,9 +8,9 @@ Everything a run produces lives in its workdir:
     results.json     final evaluation + provenance, written atomically at the end
 
 Multi-process: every process runs this same function; each reads only its block of every
-global batch (``Dataset.train_batch(step, B, block, blocks)``), the global batch is assembled
-with ``jax.make_array_from_process_local_data``, every process takes part in checkpointing, and
-only process 0 writes config.json, metrics.jsonl, results.json and console output.
+global batch (``Pipeline.train_batch(step, B, block, blocks)``, prepared ahead on a thread),
+the global batch is assembled with ``jax.make_array_from_process_local_data``, every process
+takes part in checkpointing, and only process 0 writes config.json, metrics.jsonl, results.json and console output.
 
 Ending early: a non-finite loss / gradient / parameter raises :class:`TrainingDiverged` with the
 first bad step (the state is checked before every log line and every checkpoint, so no bad state
@@ -27,7 +27,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -38,6 +38,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from repro import config as C
 from repro.checkpoint import BEST_METRIC, Checkpointer
+from repro.data.pipeline import Pipeline, Prefetcher
 from repro.eval.evaluate import evaluate
 from repro.model import PerceiverAR, count_params
 from repro.parallel import (
@@ -48,23 +49,14 @@ from repro.parallel import (
     process_batch_block,
     state_shardings,
 )
-from repro.runinfo import device_info, git_sha, now, versions, write_json_atomic
+from repro.results import make_row, write_row
+from repro.runinfo import write_json_atomic
 from repro.train.errors import TrainingDiverged, TrainingInterrupted
 from repro.train.optim import make_optimizer
+from repro.train.runlog import RunLog, read_metrics
 from repro.train.step import make_steps
 
 __all__ = ["Run", "TrainingDiverged", "TrainingInterrupted", "build", "train"]
-
-
-class Dataset(Protocol):
-    vocab_size: int
-
-    def train_batch(self, step: int, batch_size: int, process_index: int = 0, process_count: int = 1):
-        """Row block ``process_index`` of ``process_count`` equal contiguous blocks of batch ``step``."""
-
-    def eval_batches(self, num: int, batch_size: int): ...
-
-    def data_hash(self, num_eval: int) -> str: ...
 
 
 @dataclass
@@ -169,13 +161,6 @@ def _check_workdir(workdir: Path, exp: C.Experiment) -> None:
             raise C.ConfigError(f"{workdir} holds a run with a different config; pass another --workdir (or delete it)")
 
 
-def _read_metrics(path: Path, upto_step: int) -> list[dict]:
-    if not path.exists():
-        return []
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [r for r in rows if r.get("step", 0) <= upto_step]
-
-
 class _StopRequest:
     """Turns SIGINT / SIGTERM into a flag checked between steps (main thread only)."""
 
@@ -208,13 +193,21 @@ def _track_first_bad(first_bad, finite, step):
 
 def train(
     exp: C.Experiment,
-    dataset: Dataset,
+    dataset: Pipeline,
     workdir: Path,
     *,
+    section=None,
     console: Console | None = None,
     show_progress: bool = True,
+    prefetch: int = 2,
 ) -> dict[str, Any]:
-    """Train (or resume) ``exp`` in ``workdir``; returns the final results dict."""
+    """Train (or resume) ``exp`` on ``dataset`` (the section's :class:`Pipeline`) in ``workdir``;
+    returns the final result row (``repro/results.py``). ``section``: the
+    :class:`repro.section.Section` (default: the one named ``exp.section``)."""
+    if section is None:
+        from experiments import SECTIONS
+
+        section = SECTIONS[exp.section]
     t = exp.train
     is_main = jax.process_index() == 0
     console = console or Console(stderr=True)
@@ -229,12 +222,13 @@ def train(
     run = build(exp, init=False)
     ckpt = Checkpointer(workdir, keep=t.keep_checkpoints, keep_best=t.keep_best_checkpoints)
     try:
-        return _train(exp, dataset, workdir, run, ckpt, console, show_progress, is_main)
+        return _train(exp, section, dataset, workdir, run, ckpt, console, show_progress, is_main, prefetch)
     finally:
         ckpt.close()
 
 
-def _train(exp, dataset, workdir: Path, run: Run, ckpt: Checkpointer, console, show_progress, is_main):
+def _train(exp, section, dataset: Pipeline, workdir: Path, run: Run, ckpt: Checkpointer, console, show_progress,
+           is_main, prefetch):  # fmt: skip
     t = exp.train
     pc = jax.process_count()
     start = ckpt.latest_step() or 0
@@ -248,27 +242,34 @@ def _train(exp, dataset, workdir: Path, run: Run, ckpt: Checkpointer, console, s
     else:
         fresh = build(exp, mesh=run.mesh)
         run.params, run.opt_state = fresh.params, fresh.opt_state
-    metrics_path = workdir / "metrics.jsonl"
-    history = _read_metrics(metrics_path, start)
-    if is_main:  # drop rows logged after the checkpoint we resumed from
-        metrics_path.write_text("".join(json.dumps(r) + "\n" for r in history))
+    runlog = RunLog(workdir / "metrics.jsonl", enabled=is_main)
+    history = read_metrics(runlog.path, warn=lambda m: console.print(f"[yellow]warning:[/] {m}", highlight=False))
+    history = [r for r in history if r.get("step", 0) <= start]
+    if start and is_main:
+        runlog.resume(start)  # rows the interrupted session logged after `start` are superseded
 
     data_sh = batch_sharding(run.mesh)
     block, blocks = process_batch_block(data_sh, t.batch_size)
     eval_bs = t.batch_size
+    headline = section.headline
+    protocol = section.default_protocol(exp)
+    bits_per_dim = section.bits_per_dim(exp)
 
-    def global_batch(step: int):
-        local = dataset.train_batch(step, t.batch_size, block, blocks)
+    def host_batch(step: int):
+        return dataset.train_batch(step, t.batch_size, block, blocks)
+
+    def global_batch(local):
         return {k: jax.make_array_from_process_local_data(data_sh, v) for k, v in local.items()}
 
     def run_eval() -> dict[str, float]:
-        return evaluate(run.steps.eval, run.params, dataset.eval_batches(exp.data.eval_examples, eval_bs), eval_bs)
+        batches = dataset.eval_batches(
+            exp.data.eval_split, exp.data.eval_examples, eval_bs, protocol, bits_per_dim=bits_per_dim
+        )
+        return evaluate(run.steps.eval, run.params, batches, eval_bs)
 
     def log(row: dict) -> None:
         history.append(row)
-        if is_main:
-            with metrics_path.open("a") as f:
-                f.write(json.dumps(row) + "\n")
+        runlog.append(row)
 
     def save(step: int, eval_metrics: dict[str, float] | None) -> None:
         meta = {
@@ -308,81 +309,100 @@ def _train(exp, dataset, workdir: Path, run: Run, ckpt: Checkpointer, console, s
         f"mesh {describe(run.mesh)}, {pc} process(es), compute {exp.model.compute_dtype}"
         + (", remat" if exp.model.remat else "")
     )
+    console.print(f"data: {dataset.source.info.name} ({dataset.source.info.variant})", highlight=False)
     step, stopped_early, last_eval = start, False, None
-    t0, tokens_seen = time.perf_counter(), 0.0
+    t0 = time.perf_counter()
+    tokens_seen, last_log_step = 0.0, start
     progress = Progress(
         TextColumn("[bold blue]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
         TimeElapsedColumn(), console=console, disable=not (show_progress and is_main),
     )  # fmt: skip
-    with progress, _StopRequest() as stop:
-        task = progress.add_task("train", total=t.steps, completed=start, info="")
-        while step < t.steps:
-            batch = global_batch(step)
-            run.params, run.opt_state, m = run.steps.train(run.params, run.opt_state, batch, np.int32(step))
-            step += 1
-            first_bad = _track_first_bad(first_bad, m["finite"], np.int32(step))
-            is_log = step % t.log_every == 0 or step == t.steps
-            is_eval = step % t.eval_every == 0 or step == t.steps
-            # Multi-process: agree on a stop request at log steps only (one collective per log).
-            stop_now = agree(stop.signum is not None) if (pc == 1 or is_log) else False
-            if is_log:
-                check_finite(step)
-                m = {k: float(v) for k, v in jax.device_get(m).items() if k != "finite"}
-                tokens_seen += m["tokens"] * t.log_every
-                elapsed = time.perf_counter() - t0
-                log({"step": step, **m, "time": elapsed})
-                progress.update(
-                    task,
-                    info=f"loss {m['loss']:.4f}  acc {m['accuracy']:.3f}  {tokens_seen / elapsed:,.0f} tok/s",
-                )
-            eval_now = None
-            if is_eval:
-                check_finite(step)
-                last_eval = eval_now = run_eval()
-                log({"step": step, **{f"eval/{k}": v for k, v in last_eval.items()}})
-                acc = last_eval.get("scored_token_accuracy", last_eval["token_accuracy"])
-                progress.console.print(
-                    f"step {step:>6}: eval nats/token {last_eval['nats_per_token']:.4f}  accuracy {acc:.4f}"
-                )
-                if t.stop_at_accuracy and acc >= t.stop_at_accuracy:
-                    stopped_early = True
-            # Evaluated steps are saved too (when keeping the best), so the best can be kept.
-            best_candidate = eval_now is not None and t.keep_best_checkpoints > 0
-            if step % t.checkpoint_every == 0 or step == t.steps or stopped_early or stop_now or best_candidate:
-                check_finite(step)
-                save(step, eval_now)
-            progress.update(task, completed=step)
-            if stop_now:
-                name = signal.Signals(stop.signum).name if stop.signum else "a stop request on another process"
-                raise TrainingInterrupted(
-                    f"interrupted by {name} at step {step}: checkpoint saved in {ckpt.dir}; "
-                    "rerun the same command to resume",
-                    step,
-                )
-            if stopped_early:
-                break
+    prefetcher = Prefetcher(host_batch, start, t.steps, depth=prefetch) if prefetch > 0 else None
+    try:
+        with progress, _StopRequest() as stop:
+            task = progress.add_task("train", total=t.steps, completed=start, info="")
+            while step < t.steps:
+                local = prefetcher.get(step) if prefetcher else host_batch(step)
+                batch = global_batch(local)
+                run.params, run.opt_state, m = run.steps.train(run.params, run.opt_state, batch, np.int32(step))
+                step += 1
+                first_bad = _track_first_bad(first_bad, m["finite"], np.int32(step))
+                is_log = step % t.log_every == 0 or step == t.steps
+                is_eval = step % t.eval_every == 0 or step == t.steps
+                # Multi-process: agree on a stop request at log steps only (one collective per log).
+                stop_now = agree(stop.signum is not None) if (pc == 1 or is_log) else False
+                if is_log:
+                    check_finite(step)
+                    m = {k: float(v) for k, v in jax.device_get(m).items() if k != "finite"}
+                    # Tokens since the last log: the logged step's count times the steps in between.
+                    tokens_seen += m["tokens"] * (step - last_log_step)
+                    last_log_step = step
+                    elapsed = time.perf_counter() - t0
+                    log({"step": step, **m, "time": elapsed})
+                    progress.update(task, info=f"loss {m['loss']:.4f}  {tokens_seen / elapsed:,.0f} tok/s")
+                eval_now = None
+                if is_eval:
+                    check_finite(step)
+                    last_eval = eval_now = run_eval()
+                    log({"step": step, **{f"eval/{k}": v for k, v in last_eval.items()}})
+                    value = headline.format(last_eval.get(headline.key))
+                    progress.console.print(
+                        f"step {step:>6}: eval nats/token {last_eval['nats_per_token']:.4f}  {headline.label} {value}",
+                        highlight=False,
+                    )
+                    stopped_early = section.stop(exp, last_eval)
+                # Evaluated steps are saved too (when keeping the best), so the best can be kept.
+                best_candidate = eval_now is not None and t.keep_best_checkpoints > 0
+                if step % t.checkpoint_every == 0 or step == t.steps or stopped_early or stop_now or best_candidate:
+                    check_finite(step)
+                    save(step, eval_now)
+                progress.update(task, completed=step)
+                if stop_now:
+                    name = signal.Signals(stop.signum).name if stop.signum else "a stop request on another process"
+                    raise TrainingInterrupted(
+                        f"interrupted by {name} at step {step}: checkpoint saved in {ckpt.dir}; "
+                        "rerun the same command to resume",
+                        step,
+                    )
+                if stopped_early:
+                    break
+    finally:
+        if prefetcher:
+            prefetcher.close()
     if last_eval is None:  # resumed at (or past) the end: evaluate the restored parameters
         last_eval = run_eval()
-    best = ckpt.best_step()
-    results = {
-        "section": exp.section,
-        "preset": exp.preset,
-        "scale": exp.scale,
-        "metrics": last_eval,
-        "paper": [vars(p) for p in exp.paper],
-        "steps": step,
-        "stopped_early": stopped_early,
-        "num_params": run.num_params,
-        "best_checkpoint_step": best,
-        "train_seconds_this_session": time.perf_counter() - t0,
-        "data_hash": dataset.data_hash(exp.data.eval_examples),
-        "git_sha": git_sha(),
-        "device": device_info(),
-        "mesh": describe(run.mesh),
-        "versions": versions(),
-        "date": now(),
-        "config": C.experiment_to_dict(exp),
-    }
+    split = exp.data.eval_split
+    src = dataset.source
+    baselines = section.baselines(exp, src, split)
+    wall = sum(r.get("time", 0.0) for r in _session_ends(history))
+    results = make_row(
+        kind="train", exp=exp, section=section, dataset=src.info, split=split, metrics=last_eval, steps=step,
+        num_params=run.num_params, tokens_seen=_tokens_seen(history), wall_seconds=wall, baselines=baselines,
+        extra={
+            "stopped_early": stopped_early,
+            "best_checkpoint_step": ckpt.best_step(),
+            "train_seconds_this_session": time.perf_counter() - t0,
+            "data_hash": src.data_hash(split, exp.data.eval_examples),
+            "mesh": describe(run.mesh),
+        },
+    )  # fmt: skip
     if is_main:
-        write_json_atomic(workdir / "results.json", results)
+        write_row(workdir / "results.json", results)
     return results
+
+
+def _session_ends(history: list[dict]) -> list[dict]:
+    """The last logged training row of each session (``time`` restarts at 0 in a new session)."""
+    rows = [r for r in history if "time" in r]
+    return [r for i, r in enumerate(rows) if i + 1 == len(rows) or rows[i + 1]["time"] < r["time"]]
+
+
+def _tokens_seen(history: list[dict]) -> float:
+    """Training target tokens over the whole run, from the logged rows (each row's count times
+    the steps since the previous logged row)."""
+    total, prev = 0.0, 0
+    for r in history:
+        if "tokens" in r and "step" in r:
+            total += r["tokens"] * (r["step"] - prev)
+            prev = r["step"]
+    return total

@@ -1,0 +1,196 @@
+"""What the ``repro`` commands do, for any :class:`repro.section.Section` (``cli.py`` only parses).
+
+Each function takes a section object, so a section defined anywhere (e.g. inside the test suite)
+trains, evaluates and samples through exactly the code the CLI runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from repro.config import ConfigError, Experiment, experiment_from_dict
+from repro.data.source import DataError
+from repro.results import make_row, write_row
+from repro.section import Section
+
+
+class UserError(Exception):
+    """Bad input from the user: printed as one line, exit code 2."""
+
+
+def _stderr_console() -> Console:
+    return Console(stderr=True, soft_wrap=True)
+
+
+def pipeline_for(section: Section, exp: Experiment, data_dir: Path | None = None, log: Callable | None = None):
+    try:
+        source = section.source(exp, data_dir, log=log)
+        return section.pipeline(exp, source)
+    except (ValueError, DataError) as e:  # ConfigError and DataError are ValueErrors
+        raise UserError(str(e)) from None
+
+
+def run(
+    section: Section,
+    exp: Experiment,
+    workdir: Path,
+    *,
+    data_dir: Path | None = None,
+    console: Console | None = None,
+    show_progress: bool = True,
+) -> dict[str, Any]:
+    """Train (or resume) ``exp``, evaluate it, write ``results.json``; returns the result row."""
+    from repro.train.loop import train
+
+    console = console or _stderr_console()
+    pipe = pipeline_for(section, exp, data_dir, log=lambda m: console.print(m, highlight=False))
+    return train(exp, pipe, workdir, section=section, console=console, show_progress=show_progress)
+
+
+def load_run(section: Section, workdir: Path):
+    """(experiment, built run, restored params, step) of a run directory, read-only."""
+    from repro.checkpoint import Checkpointer
+    from repro.train.loop import build
+
+    workdir = Path(workdir)
+    cfg_path = workdir / "config.json"
+    if not cfg_path.is_file():
+        raise UserError(f"{workdir} is not a run directory (no config.json)")
+    try:
+        exp = experiment_from_dict(json.loads(cfg_path.read_text()))
+    except (json.JSONDecodeError, TypeError, ValueError, UnicodeDecodeError) as e:
+        raise UserError(f"{cfg_path} is not a valid config: {e}") from None
+    if exp.section != section.name:
+        raise UserError(f"{workdir} holds a '{exp.section}' run, not '{section.name}'")
+    if not (workdir / "checkpoints").is_dir():
+        raise UserError(f"{workdir} has no checkpoint yet")
+    ckpt = Checkpointer(workdir, read_only=True)
+    try:
+        step = ckpt.latest_step()
+        if step is None:
+            raise UserError(f"{workdir} has no checkpoint yet")
+        r = build(exp)
+        state = ckpt.restore(step, {"params": r.params, "opt_state": r.opt_state})
+    finally:
+        ckpt.close()
+    return exp, r, state["params"], step
+
+
+def evaluate_run(
+    section: Section,
+    workdir: Path,
+    *,
+    protocol: str | None = None,
+    split: str | None = None,
+    max_examples: int | None = None,
+    data_dir: Path | None = None,
+    show_progress: bool = True,
+    console: Console | None = None,
+) -> tuple[dict[str, Any], Path]:
+    """Evaluate the latest checkpoint of ``workdir`` under ``protocol`` (default: the section's)
+    on ``split`` (default: the run's); writes ``<workdir>/evals/<split>_<protocol>.json``."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from repro.eval.evaluate import evaluate
+
+    console = console or _stderr_console()
+    if max_examples is not None and max_examples < 1:
+        raise UserError(f"--max-examples must be >= 1, got {max_examples}")
+    exp, r, params, step = load_run(section, workdir)
+    split = split or exp.data.eval_split
+    pipe = pipeline_for(section, exp, data_dir)
+    bs = exp.train.batch_size
+    protocol = protocol or section.default_protocol(exp)
+    num = exp.data.eval_examples if pipe.source.synthetic else 0
+    try:
+        batches = pipe.eval_batches(
+            split, num, bs, protocol, max_examples=max_examples, bits_per_dim=section.bits_per_dim(exp)
+        )
+    except (ValueError, DataError) as e:
+        raise UserError(str(e)) from None
+    progress = Progress(
+        TextColumn("[bold blue]eval"), BarColumn(), MofNCompleteColumn(), TextColumn("windows"),
+        TimeRemainingColumn(), console=console, disable=not show_progress,
+    )  # fmt: skip
+    with progress:
+        task = progress.add_task("eval", total=batches.info["windows"])
+        metrics = evaluate(
+            r.steps.eval, params, batches, bs, on_batch=lambda b: progress.advance(task, len(b["inputs"]))
+        )
+    row = make_row(
+        kind="eval", exp=exp, section=section, dataset=pipe.source.info, split=split, metrics=metrics, steps=step,
+        num_params=r.num_params, baselines=section.baselines(exp, pipe.source, split),
+        extra={"max_examples": max_examples, "data_hash": pipe.source.data_hash(split, num)},
+    )  # fmt: skip
+    path = Path(workdir) / "evals" / f"{split}_{metrics['protocol'].replace(':', '_')}.json"
+    write_row(path, row)
+    return row, path
+
+
+def sample_run(
+    section: Section,
+    workdir: Path,
+    *,
+    prompt: str | None = None,
+    num: int = 8,
+    temperature: float | None = None,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    seed: int = 0,
+    fill: int = 0,
+    data_dir: Path | None = None,
+) -> tuple[dict[str, Any], Path]:
+    """Generate from the latest checkpoint with the KV cache and the section's sampling spec
+    (positions of generated tokens, allowed tokens per position); writes ``<workdir>/samples/``."""
+    from flax import nnx
+
+    from repro.sample.sampler import SampleConfig, generate
+
+    if num < 1:
+        raise UserError(f"--num must be >= 1, got {num}")
+    if temperature is not None and not (math.isfinite(temperature) and temperature >= 0):
+        raise UserError(f"--temperature must be >= 0 (0 = greedy), got {temperature}")
+    if top_k < 0:
+        raise UserError(f"--top-k must be >= 0 (0 = off), got {top_k}")
+    if not (math.isfinite(top_p) and 0 < top_p <= 1):
+        raise UserError(f"--top-p must be in (0, 1], got {top_p}")
+    if not 0 <= seed < 2**32:
+        raise UserError(f"--seed must be in [0, 2^32), got {seed}")
+    exp, r, params, step = load_run(section, workdir)
+    M = exp.model.num_latents
+    if not 0 <= fill < M:
+        raise UserError(f"--fill must be in [0, num_latents={M}) (0 = num_latents / 2), got {fill}")
+    spec = section.sampling(exp)
+    cfg = dataclasses.replace(SampleConfig(), **spec.defaults)
+    cfg = dataclasses.replace(cfg, top_k=top_k, top_p=top_p, seed=seed, reset_fill=fill or cfg.reset_fill)
+    if temperature is not None:
+        cfg = dataclasses.replace(cfg, temperature=temperature)
+    pipe = pipeline_for(section, exp, data_dir)
+    try:
+        prompts = section.prompts(exp, pipe.source, num, prompt)
+    except (ValueError, DataError) as e:
+        raise UserError(str(e)) from None
+    model = nnx.merge(r.graphdef, params)
+    try:
+        result = generate(model, prompts.tokens, prompts.num_new, cfg, positions_fn=spec.positions_fn,
+                          allowed=spec.allowed)  # fmt: skip
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    settings = {**dataclasses.asdict(cfg), "checkpoint_step": step}
+    outdir = Path(workdir) / "samples"
+    summary = section.write_samples(exp, prompts, result.generated, outdir, settings)
+    return summary, outdir
+
+
+def check_config(exp: Experiment) -> Experiment:
+    try:
+        return exp.validate()
+    except ConfigError as e:
+        raise UserError(str(e)) from None

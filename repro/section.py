@@ -1,0 +1,232 @@
+"""The one interface of a paper section.
+
+A section is one file in ``experiments/`` defining a :class:`Section` subclass and an instance
+``SECTION`` of it; ``experiments/__init__.py`` finds every such file (no registry to edit). The
+section says what is particular to it: presets, the headline metric, its data (a
+:class:`~repro.data.pipeline.DocumentSource`: synthetic, or a corpus prepared by its raw-data
+module in ``repro/data/``), its default evaluation protocol, how to sample and how to show
+samples, an optional stop rule, simple baselines and the paper's numbers. Everything else
+(training, crops, windows, protocols, metrics, results rows, checkpoints) is shared.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from repro.config import ConfigError, DataConfig, Experiment
+from repro.data.pipeline import DocumentSource, Pipeline
+from repro.data.source import DataError, RawFormat
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A section's headline metric: key in the evaluation metrics, label, unit, format."""
+
+    key: str  # e.g. "scored_token_accuracy", "bits_per_dim", "word_perplexity"
+    label: str  # e.g. "mirrored-half token accuracy"
+    unit: str  # e.g. "fraction", "bits/dim", "perplexity", "nats/event"
+    fmt: str = ".4f"  # a format spec: ".2%" for fractions, ".3f" for bits/dim
+    higher_is_better: bool = False
+
+    def format(self, value: float | None) -> str:
+        if value is None:
+            return "n/a"
+        if isinstance(value, float) and not math.isfinite(value):
+            return str(value)
+        return format(value, self.fmt)
+
+
+@dataclass(frozen=True)
+class PaperNumber:
+    """A number from the paper (or a source in shared/docs/paper.md) this section compares with.
+
+    ``preset``: the preset that reproduces it ("" = none of ours does; e.g. a baseline's row)."""
+
+    table: str  # e.g. "Table 3", "§5.1.1"
+    model: str  # e.g. "Perceiver AR", "Sparse Transformer"
+    metric: str  # a metric key the section's evaluation emits (tested)
+    unit: str
+    split: str  # "validation" / "test"
+    value: float | None
+    source: str  # source tag as in paper.md, e.g. "[P-page]"
+    preset: str = ""
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class SamplingSpec:
+    """How ``repro sample`` generates for a section: default sampler settings, the positions of
+    generated tokens (models with positions from the data), and the tokens allowed at each
+    position (a jax-traceable, hashable ``allowed(offset_B) -> bool [B, V]``)."""
+
+    defaults: dict[str, Any] = field(default_factory=dict)
+    positions_fn: Callable[[np.ndarray], np.ndarray] | None = None
+    allowed: Callable | None = None
+
+
+@dataclass
+class Prompts:
+    """Prompts for ``repro sample``: token arrays (SOS first), how many tokens to generate, and
+    the true continuations where known (shown beside the samples)."""
+
+    tokens: list[np.ndarray]
+    num_new: int
+    expected: list[np.ndarray | None]
+    labels: list[str] = field(default_factory=list)
+
+
+class Section:
+    """Base class of a paper section (see the module docstring). Subclasses set the class
+    attributes and implement :meth:`source`; every other hook has a default."""
+
+    name: ClassVar[str]
+    title: ClassVar[str] = ""  # e.g. "ImageNet 64x64 (paper §5.2)"
+    data_config: ClassVar[type[DataConfig]] = DataConfig
+    headline: ClassVar[Metric]
+    raw_format: ClassVar[RawFormat | None] = None  # prepared sections: the raw-layout reader
+    paper_numbers: ClassVar[tuple[PaperNumber, ...]] = ()
+
+    def __init__(self, presets: dict[str, Experiment], default_preset: str):
+        self.presets = presets
+        self.default_preset = default_preset
+        for name, exp in presets.items():
+            if exp.section != self.name or exp.preset != name:
+                raise ValueError(f"preset {name} of {self.name} is labelled {exp.section}/{exp.preset}")
+            if type(exp.data) is not self.data_config:
+                raise ValueError(f"preset {self.name}/{name}: data is {type(exp.data).__name__}, "
+                                 f"not {self.data_config.__name__}")  # fmt: skip
+
+    # ---------------------------------------------------------------- data
+    def source(self, exp: Experiment, data_dir: Path | None = None, *, log: Callable[[str], None] | None = None):
+        """The :class:`DocumentSource` a run of ``exp`` trains and evaluates on."""
+        raise NotImplementedError
+
+    def pipeline(self, exp: Experiment, source: DocumentSource) -> Pipeline:
+        m = exp.model
+        if source.vocab_size > m.vocab_size:
+            raise ConfigError(
+                f"model.vocab_size={m.vocab_size} is smaller than the data's vocabulary ({source.vocab_size})"
+            )
+        return Pipeline(source, m.max_context, m.num_latents, exp.data.minimum_crop_length, exp.data.train_seed)
+
+    def make_dataset(self, exp: Experiment, data_dir: Path | None = None, *, log=None) -> Pipeline:
+        """The run's :class:`Pipeline`: ``pipeline(exp, source(exp))``."""
+        return self.pipeline(exp, self.source(exp, data_dir, log=log))
+
+    def prepare_options(self, data_cfg: DataConfig) -> dict[str, Any]:
+        """Options a prepared corpus is built with (tokenizer kind and size...): presets with
+        different options use different prepared corpora (``repro/data/store.py``)."""
+        return {}
+
+    # ---------------------------------------------------------------- evaluation
+    def default_protocol(self, exp: Experiment) -> str:
+        return f"blocked:{exp.model.num_latents}"
+
+    def bits_per_dim(self, exp: Experiment) -> bool:
+        """Report bits per dimension (image sections)."""
+        return False
+
+    def stop(self, exp: Experiment, eval_metrics: dict[str, Any]) -> bool:
+        """Stop training early after this evaluation? (copy: once accuracy reaches a target)."""
+        return False
+
+    def baselines(self, exp: Experiment, source: DocumentSource, split: str) -> dict[str, dict[str, Any]]:
+        """Simple baselines measured in the same run on the same split, in the headline's unit:
+        ``{name: {"value": v, "description": ...}}`` (e.g. a unigram model of the training split)."""
+        return {}
+
+    # ---------------------------------------------------------------- sampling
+    def sampling(self, exp: Experiment) -> SamplingSpec:
+        return SamplingSpec()
+
+    def prompts(self, exp: Experiment, source: DocumentSource, num: int, prompt: str | None) -> Prompts:
+        raise DataError(f"section '{self.name}' has no prompts for sampling")
+
+    def write_samples(
+        self, exp: Experiment, prompts: Prompts, generated: list[np.ndarray], outdir: Path, settings: dict
+    ) -> dict[str, Any]:
+        raise DataError(f"section '{self.name}' cannot write samples")
+
+    # ---------------------------------------------------------------- helpers
+    def preset(self, name: str | None) -> Experiment:
+        name = name or self.default_preset
+        if name not in self.presets:
+            raise ConfigError(f"unknown preset '{name}' for {self.name} (available: {', '.join(self.presets)})")
+        return self.presets[name]
+
+
+class CorpusSection(Section):
+    """A section that trains on a corpus prepared by ``raw_format`` (``repro data prepare``).
+
+    ``data.corpus`` names the prepared corpus; ``prepare_options`` (from the data config) pick the
+    tokenizer, so the store directory is ``<data dir>/<section>/<corpus>-<options>``. A ``cpu`` or
+    ``smoke`` preset whose demo corpus is not prepared yet builds it (the demo raw data, then the
+    real prepare code on it) and says so; anything else with nothing prepared stops with one line
+    naming the ``repro data prepare`` command."""
+
+    dataset_name: ClassVar[str] = ""  # the paper's dataset, e.g. "PG-19"
+    demo_name: ClassVar[str] = ""  # the demo corpus, e.g. "demo: Jane Austen's six novels (janeaustenr)"
+    prepare_preset: ClassVar[str] = "paper"  # whose options `repro data prepare` uses by default
+
+    def corpus_dir(self, data_cfg, data_dir: Path | None = None) -> Path:
+        from repro.data.store import corpus_key
+        from repro.data.store import data_dir as root
+
+        return root(data_dir) / self.name / corpus_key(data_cfg.corpus, self.prepare_options(data_cfg))
+
+    def source(self, exp: Experiment, data_dir: Path | None = None, *, log: Callable[[str], None] | None = None):
+        from repro.data.store import Corpus
+
+        d = self.corpus_dir(exp.data, data_dir)
+        if not (d / "manifest.json").is_file():
+            if exp.data.corpus == "demo" and exp.scale in ("cpu", "smoke"):
+                self.prepare_demo(exp.data, data_dir, log=log)
+            else:
+                preset = f" --preset {exp.preset}" if exp.preset != self.prepare_preset else ""
+                what = "the demo corpus" if exp.data.corpus == "demo" else f"the {self.dataset_name} corpus"
+                raise DataError(
+                    f"{what} is not prepared in {d}; run: repro data prepare {self.name} --source DIR"
+                    + (" --demo" if exp.data.corpus == "demo" else "")
+                    + preset
+                )
+        return Corpus(d, self.raw_format, exp.data)
+
+    def prepare(self, data_cfg, source_dir: Path, data_dir: Path | None = None, *, progress=None, warn=None):
+        """Prepare ``source_dir`` (the official raw layout) into this data config's corpus dir."""
+        from repro.data.store import prepare
+
+        demo = data_cfg.corpus == "demo"
+        return prepare(
+            self.raw_format, source_dir, self.corpus_dir(data_cfg, data_dir), self.prepare_options(data_cfg),
+            corpus=data_cfg.corpus, is_paper_data=not demo and self.is_paper_source(source_dir),
+            dataset_name=self.demo_name if demo else self.dataset_label(source_dir), on_file=progress, warn=warn,
+        )  # fmt: skip
+
+    def prepare_demo(self, data_cfg, data_dir: Path | None = None, *, log=None, progress=None):
+        from repro.data.store import data_dir as root
+
+        raw = root(data_dir) / self.name / "demo-raw"
+        if not (raw / ".complete").is_file():
+            if log:
+                log(f"building the {self.name} demo corpus ({self.demo_name}) in {raw}")
+            import shutil
+
+            shutil.rmtree(raw, ignore_errors=True)
+            self.raw_format.demo(raw)
+            (raw / ".complete").write_text("ok\n")
+        if log:
+            log(f"preparing the {self.name} demo corpus into {self.corpus_dir(data_cfg, data_dir)}")
+        return self.prepare(data_cfg, raw, data_dir, progress=progress, warn=log)
+
+    def is_paper_source(self, source_dir: Path) -> bool:
+        """Is ``source_dir`` the dataset the paper reports on? (ImageNet: not the npz variant.)"""
+        return True
+
+    def dataset_label(self, source_dir: Path) -> str:
+        return f"{self.dataset_name} ({self.raw_format.variant(Path(source_dir))})"
