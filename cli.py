@@ -266,7 +266,7 @@ def _file_progress():
 
     return Progress(
         TextColumn("[bold blue]prepare"), BarColumn(), MofNCompleteColumn(), TextColumn("files"),
-        TimeRemainingColumn(), TextColumn("{task.fields[label]}"), console=err,
+        TimeRemainingColumn(), TextColumn("{task.fields[label]}"), console=err, transient=True,
     )  # fmt: skip
 
 

@@ -43,7 +43,7 @@ def run(exp, dataset):
     }
     params = [np.asarray(x) for x in jax.tree.leaves(r.params)]
     # Evaluation on a host batch (the eval wrapper assembles it over the mesh).
-    ev = dataset.eval_batches(exp.train.batch_size, exp.train.batch_size)
+    ev = dataset.eval_batches("validation", exp.train.batch_size, exp.train.batch_size, "blocked:16")
     first = next(iter(ev))
     nll = np.asarray(r.steps.eval(r.params, {k: first[k] for k in ("inputs", "targets", "positions")})[0])
     return losses, params, nll, specs, str(r.mesh.shape)

@@ -1,0 +1,173 @@
+"""Prepared corpora (repro/data/store.py) and `repro data prepare / verify / info / demo`, on the
+toy section of tests/toy_section.py: layout, manifest, atomicity, verification, bad input."""
+
+import sys
+
+import numpy as np
+import pytest
+import toy_section as toy
+
+import cli
+from experiments import SECTIONS
+from repro.data.source import DataError, RawFormat
+from repro.data.store import Corpus, content_dtype, list_corpora, prepare, read_manifest, verify
+
+FMT = toy.ToyFormat()
+
+
+def _prepare(src, out, **kw):
+    return prepare(FMT, src, out, {}, corpus="demo", is_paper_data=False, dataset_name="toy", **kw)
+
+
+@pytest.fixture
+def raw(tmp_path):
+    return FMT.demo(tmp_path / "raw")
+
+
+def test_prepare_writes_store_and_manifest(raw, tmp_path):
+    out = tmp_path / "data" / "toy" / "demo"
+    m = _prepare(raw, out)
+    assert read_manifest(out) == m
+    assert m["splits"]["train"]["documents"] == 12 and m["splits"]["validation"]["documents"] == 3
+    texts = [p.read_bytes() for p in sorted((raw / "train").glob("*.txt"))]
+    assert m["splits"]["train"]["tokens"] == sum(len(t) for t in texts)
+    assert m["splits"]["train"]["words"] == sum(len(t.split()) for t in texts)
+    assert m["splits"]["train"]["bytes"] == sum(len(t) for t in texts)
+    assert m["content_dtype"] == "uint8" and m["tokenizer"]["vocab_size"] == 256
+    assert len(m["source"]["sha256"]) == 64 and m["git_sha"] and m["seconds"] >= 0
+    c = Corpus(out, FMT, toy.ToyData())
+    doc = c.document("train", 2)
+    assert bytes((doc.tokens[1:-1] - 3).astype(np.uint8)) == texts[2]
+    assert doc.tokens[0] == 2 and doc.tokens[-1] == 1 and doc.num_words == len(texts[2].split())
+    # The slice path that training uses equals slicing the whole document.
+    for a, b in ((0, 5), (3, 9), (len(doc.tokens) - 4, len(doc.tokens))):
+        np.testing.assert_array_equal(c.train_slice(2, a, b)[0], doc.tokens[a:b])
+    assert verify(out)["corpus"] == "demo"
+    assert [x["path"] for x in list_corpora(tmp_path / "data")] == [str(out)]
+
+
+def test_dtype_follows_the_vocabulary():
+    assert content_dtype(256) == np.uint8 and content_dtype(257) == np.uint16
+    assert content_dtype(32000) == np.uint16 and content_dtype(267_735) == np.uint32
+
+
+def test_interrupted_prepare_leaves_nothing_finished_and_rerun_completes(raw, tmp_path, monkeypatch):
+    out = tmp_path / "c"
+    calls = {"n": 0}
+    real_read = toy.ToyFormat.read
+
+    def dying_read(self, f, tok):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt  # Ctrl-C in the middle of the files
+        yield from real_read(self, f, tok)
+
+    monkeypatch.setattr(toy.ToyFormat, "read", dying_read)
+    with pytest.raises(KeyboardInterrupt):
+        _prepare(raw, out)
+    assert not out.exists() and not out.with_name("c.partial").exists()
+    # A SIGKILL leaves a partial directory: it never looks finished, and a rerun replaces it.
+    (tmp_path / "c.partial").mkdir()
+    (tmp_path / "c.partial" / "train.bin").write_bytes(b"junk")
+    with pytest.raises(DataError, match="not a prepared corpus"):
+        Corpus(tmp_path / "c.partial", FMT, toy.ToyData())
+    monkeypatch.setattr(toy.ToyFormat, "read", real_read)
+    _prepare(raw, out)
+    assert verify(out) and not out.with_name("c.partial").exists()
+
+
+def test_verify_detects_damage(raw, tmp_path):
+    out = tmp_path / "c"
+    _prepare(raw, out)
+    b = bytearray((out / "train.bin").read_bytes())
+    b[3] ^= 0xFF
+    (out / "train.bin").write_bytes(bytes(b))
+    with pytest.raises(DataError, match="train.bin does not match"):
+        verify(out)
+
+
+def test_bad_sources_are_one_clear_error(raw, tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        _prepare(tmp_path / "nope", tmp_path / "c")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(DataError, match="not a directory"):
+        _prepare(tmp_path / "file", tmp_path / "c")
+    (raw / "validation").rename(raw / "valid")
+    with pytest.raises(DataError, match="missing split folder"):
+        _prepare(raw, tmp_path / "c")
+    (raw / "valid").rename(raw / "validation")
+    (raw / "train" / "000.txt").write_text("BAD doc")
+    with pytest.raises(DataError, match="000.txt: not a toy document"):
+        _prepare(raw, tmp_path / "c")
+    assert not (tmp_path / "c").exists() and not (tmp_path / "c.partial").exists()
+
+
+def test_skipped_files_are_listed(raw, tmp_path):
+    (raw / "train" / "000.txt").write_text("")
+    warnings = []
+    m = _prepare(raw, tmp_path / "c", warn=warnings.append)
+    assert m["skipped"] == [{"file": str(raw / "train" / "000.txt"), "split": "train", "reason": "empty file"}]
+    assert m["splits"]["train"]["documents"] == 11 and "000.txt" in warnings[0]
+
+
+def test_base_format_has_no_reader():
+    with pytest.raises(NotImplementedError):
+        RawFormat().scan(None)
+
+
+# ----------------------------------------------------------------------------- the CLI
+
+
+def _cli(monkeypatch, capsys, *args):
+    """`repro ARGS` in this process, with the toy section added to the discovered ones."""
+    monkeypatch.setitem(SECTIONS, "toy", toy.SECTION)
+    monkeypatch.setattr(sys, "argv", ["repro", *args])
+    code = 0
+    try:
+        cli.main()
+    except SystemExit as e:
+        code = e.code or 0
+    cap = capsys.readouterr()
+    return code, cap.out, cap.err
+
+
+def test_cli_data_demo_prepare_verify_info(monkeypatch, capsys, tmp_path):
+    d = str(tmp_path / "data")
+    code, out, err = _cli(monkeypatch, capsys, "data", "demo", "toy", "--out", str(tmp_path / "raw"))
+    assert code == 0 and "written:" in out
+    code, out, err = _cli(monkeypatch, capsys, "data", "prepare", "toy", "--source", str(tmp_path / "raw"),
+                          "--data-dir", d)  # fmt: skip
+    assert code == 0, err
+    assert "train: 12 documents" in out and (tmp_path / "data" / "toy" / "main" / "manifest.json").is_file()
+    code, out, err = _cli(monkeypatch, capsys, "data", "verify", "toy", "--data-dir", d)
+    assert code == 0 and out.startswith("ok:")
+    code, out, err = _cli(monkeypatch, capsys, "data", "info", "--data-dir", d)
+    assert code == 0 and "toy/main" in out
+    code, out, err = _cli(monkeypatch, capsys, "data", "prepare", "toy", "--demo", "--data-dir", d)
+    assert code == 0 and (tmp_path / "data" / "toy" / "demo" / "manifest.json").is_file()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["data", "prepare", "copy", "--source", "."], "has no corpus to prepare"),
+        (["data", "prepare", "toy", "--source", "/nonexistent/raw"], "does not exist"),
+        (["data", "prepare", "toy"], "--source DIR is required"),
+        (["data", "prepare", "nosuch", "--source", "."], "unknown section"),
+        (["data", "verify", "toy", "--data-dir", "/nonexistent/data"], "nothing prepared for toy"),
+        (["data", "prepare", "toy", "--source", ".", "--preset", "nope"], "unknown preset 'nope'"),
+    ],
+)
+def test_cli_data_bad_input_is_one_line(monkeypatch, capsys, tmp_path, args, message):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = _cli(monkeypatch, capsys, *args)
+    lines = [x for x in err.splitlines() if x.strip()]
+    assert code == 2 and len(lines) == 1 and message in lines[0] and lines[0].startswith("error:"), err
+    assert not (tmp_path / "data").exists()
+
+
+def test_cli_demo_refuses_a_nonempty_directory(monkeypatch, capsys, tmp_path):
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "keep.txt").write_text("mine")
+    code, _, err = _cli(monkeypatch, capsys, "data", "demo", "toy", "--out", str(tmp_path / "x"))
+    assert code == 2 and "not empty" in err and (tmp_path / "x" / "keep.txt").read_text() == "mine"
