@@ -21,8 +21,8 @@ FMT = m.FORMAT
 RNG = np.random.default_rng(0)
 
 
-def cfg(resolution: int = 64, ordering: str = "pixel_raster") -> m._Cfg:
-    return m._Cfg(resolution, ordering)
+def cfg(resolution: int = 64, ordering: str = "pixel_raster") -> m.ImageOptions:
+    return m.ImageOptions(resolution, ordering)
 
 
 def random_image(seed: int = 0) -> np.ndarray:
@@ -300,7 +300,7 @@ BAD_IMAGES = {
     "rgba.png": (lambda: png_bytes(np.dstack([random_image(), random_image(1)[..., :1]])), "RGBA"),
     "palette.png": (lambda: _palette_png(), "palette"),
     "truncated.png": (lambda: png_bytes(random_image())[:-400], "not a readable image"),
-    "text.png": (lambda: b"this is not an image\n" * 10, "not a readable image"),
+    "text.png": (lambda: b"this is not an image\n" * 10, "not an image file"),
     "rgb16.png": (lambda: _rgb16_png(), "16-bit"),
 }
 

@@ -49,11 +49,12 @@ import struct
 import tarfile
 import zipfile
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
 
 from repro.config import ConfigError
 from repro.data.source import ByteValues, DataError, RawDoc, RawFormat, SourceFile, Tokenizer
@@ -105,7 +106,7 @@ def ordering_of(data_cfg: Any) -> str:
 def position_table_sizes(resolution: int = SIZE) -> tuple[int, int, int]:
     """Learned position table sizes for (x, y, channel), the official ``event_idx_size``:
     values are 1-based (+1) and shifted by one more for SOS (+1), so (r + 2, r + 2, 3 + 2)."""
-    r = resolution_of(_Cfg(resolution))
+    r = resolution_of(ImageOptions(resolution))
     return (r + 2, r + 2, CHANNELS + 2)
 
 
@@ -115,12 +116,13 @@ def sequence_length(data_cfg: Any = None) -> int:
     return r * r * CHANNELS + 2
 
 
-class _Cfg:
-    """A minimal data config (resolution, ordering) for the helpers' own use and tests."""
+@dataclass(frozen=True)
+class ImageOptions:
+    """The two data options this module reads (any object with these attributes works, e.g. the
+    preset's DataConfig; a missing attribute takes its default here)."""
 
-    def __init__(self, resolution: int = SIZE, ordering: str = PIXEL_RASTER):
-        self.resolution = resolution
-        self.ordering = ordering
+    resolution: int = SIZE
+    ordering: str = PIXEL_RASTER
 
 
 # ----------------------------------------------------------------------------------------- pixels
@@ -228,6 +230,8 @@ def decode_image(data: bytes, label: str) -> np.ndarray:
             a = np.asarray(im, dtype=np.uint8)
     except DataError:
         raise
+    except UnidentifiedImageError:
+        raise DataError(f"{label}: not an image file (no image format recognised)") from None
     except Exception as e:  # noqa: BLE001 - any decoder failure is bad input, reported in one line
         raise DataError(f"{label}: not a readable image ({type(e).__name__}: {e})") from None
     if a.shape != (SIZE, SIZE, CHANNELS):
