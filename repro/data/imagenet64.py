@@ -406,6 +406,7 @@ class ImageNet64Format(RawFormat):
     """Reader of the ImageNet 64x64 raw layouts (see the module docstring)."""
 
     section = "imagenet64"
+    evaluate_eos = False  # bits/dim are over the 12,288 sub-pixels only (EOS is not an official image token)
 
     # -------------------------------------------------------------------- layout
     def variant(self, source: Path) -> str:
