@@ -30,10 +30,13 @@ FORMAT = "repro-ckpt-v2"
 
 
 class _NoMetricsWarning(logging.Filter):
-    """Orbax warns on every save without metrics; checkpoints between evaluations have none."""
+    """Orbax warns on every save without metrics (checkpoints between evaluations have none)
+    and on every read-only open (what `repro eval` / `sample` ask for): neither is news."""
+
+    _QUIET = ("did not provide metrics", "read_only=True, setting save_interval_steps", "directory is read only")
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "did not provide metrics" not in record.getMessage()
+        return not any(q in record.getMessage() for q in self._QUIET)
 
 
 logging.getLogger("absl").addFilter(_NoMetricsWarning())
