@@ -14,6 +14,12 @@ The cache is a fixed-size pytree (jit- and loop-friendly):
     t           ()                cache index of the next input (prefill windows are always L
                                   long, left-padded with PAD, so t starts at L)
 
+One implementation of each block: ``prefill`` and ``decode_step`` run the model's own block code
+(``repro/model/perceiver_ar.py``: ``CrossAttendBlock.queries`` / ``project_kv``,
+``SelfAttendBlock.project``, then ``attend`` and ``finish``, as the blocks' ``__call__`` does) and
+keep only the cache bookkeeping: slots, masks, indices, and, in ``decode_step``, the one-query
+softmax over the cache's segments in place of the block's ``attend``.
+
 Keys are stored after rotary encoding, head-major (a one-query attention over a [B, L, H, K]
 cache is ~6x slower on a CPU at L = 16k: the einsum transposes the whole cache). Decoded inputs
 go to the small ``new_*`` buffers (at most M - 1 between resets, as latents), so the L-long
@@ -52,7 +58,7 @@ import jax
 import jax.numpy as jnp
 
 from repro.data.tokens import PAD_ID
-from repro.model.attention import MASK_VALUE, attend
+from repro.model.attention import MASK_VALUE
 
 
 class Cache(NamedTuple):
@@ -87,18 +93,11 @@ def _check(model, positions):
         raise ValueError("this model takes positions from the data, but none were given")
 
 
-def _attend(attn, q, k, v, q_idx, k_idx_BxL, valid, cfg, head_group: int):
-    """Prefill: ``attend`` as the model calls it (keys [B, T, H, K]), output projected."""
-    kw = dict(impl=cfg.attention_impl, query_chunk=cfg.query_chunk, key_chunk=cfg.key_chunk)
-    out = attend(q, k, v, q_idx, k_idx_BxL, valid, head_group=head_group, **kw)
-    B, T = out.shape[:2]
-    return attn.o(out.reshape(B, T, -1))
-
-
-def _attend_parts(attn, q_Bx1xHxK, parts):
+def _attend_parts(q_Bx1xHxK, parts):
     """Decode: one query over several (k [B, H, T, K], v, visible [B, T]) parts of a cache as one
-    softmax (masked weights 0, as ``attend``: a query that sees nothing gets 0)."""
-    B, _, H, K = q_Bx1xHxK.shape
+    softmax (masked weights 0, as ``attend``: a query that sees nothing gets 0). Returns the
+    heads' outputs [B, 1, H, K], as a block's ``attend`` (the block's ``finish`` projects them)."""
+    K = q_Bx1xHxK.shape[-1]
     q = q_Bx1xHxK[:, 0]
     f32 = jnp.float32
     scores = [jnp.einsum("bhk,bhtk->bht", q, k, preferred_element_type=f32) * K**-0.5 for k, _, _ in parts]
@@ -110,12 +109,7 @@ def _attend_parts(attn, q_Bx1xHxK, parts):
         out = out + jnp.einsum("bht,bhtk->bhk", e.astype(v.dtype), v, preferred_element_type=f32)
         denom = denom + e.sum(-1)
     out_BxHxK = (out / jnp.where(denom > 0, denom, 1.0)[..., None]).astype(parts[0][1].dtype)
-    return attn.o(out_BxHxK.reshape(B, 1, H * K))
-
-
-def _mlp(block, z):
-    """The second half of a Cross/SelfAttendBlock (eval: no dropout)."""
-    return z + block.mlp(block.ln_mlp(z))
+    return out_BxHxK[:, None]
 
 
 def _head_major(x_BxTxHxK):
@@ -149,21 +143,18 @@ def prefill(model, tokens_BxL, positions_BxLxP=None, *, num_latents: int):
     k_idx = jnp.broadcast_to(idx_L, (B, L))
     qpos, q_idx, lat_valid_F = pos[:, L - F :, 0], idx_L[L - F :], valid_BxL[:, L - F :]
     z = model.z_linear(model.embed_inputs(tokens_BxL[:, L - F :], pos[:, L - F :]))
-    # The model's blocks, step by step (eval: no dropout), keeping each attention's keys/values.
-    ca = model.cross.attn
-    q = ca.project_q(model.cross.ln_q(z), qpos)
-    z = _mlp(model.cross, z + _attend(ca, q, k, v, q_idx, k_idx, valid_BxL, cfg, cfg.cross_head_group))
+    # The model's blocks, as its forward calls them (eval: no dropout), keeping the keys / values.
+    cross = model.cross
+    z = cross.finish(z, cross.attend(cross.queries(z, qpos), k, v, q_idx, k_idx, valid_BxL))
     ks, vs = [], []
     lat_kidx = jnp.broadcast_to(q_idx, (B, F))
     for layer in model.layers:
-        h = layer.ln_attn(z)
-        q, (lk, lv) = layer.attn.project_q(h, qpos), layer.attn.project_kv(h, qpos)
-        a = _attend(layer.attn, q, lk, lv, q_idx, lat_kidx, lat_valid_F, cfg, cfg.self_head_group)
-        z = _mlp(layer, z + a)
+        q, lk, lv = layer.project(z, qpos)
+        z = layer.finish(z, layer.attend(q, lk, lv, q_idx, lat_kidx, lat_valid_F))
         pad = ((0, 0), (0, M - F), (0, 0), (0, 0))
         ks.append(_head_major(jnp.pad(lk, pad)))
         vs.append(_head_major(jnp.pad(lv, pad)))
-    logits = model.logits(model.ln_final(z[:, -1:]))[:, 0].astype(jnp.float32)
+    logits = model.readout(z[:, -1:])[:, 0]
     cache = Cache(
         cross_k=_head_major(k),
         cross_v=_head_major(v),
@@ -200,18 +191,17 @@ def decode_step(model, cache: Cache, token_B, position_BxP=None):
     one = _head_major  # B x 1 x H x K -> B x H x 1 x K
     # Cross-attend over the last L inputs: the prefilled ones not older than t - L + 1, those
     # decoded since, and the new one (which is then written to the decoded slot t - L).
-    ca = model.cross.attn
-    k1, v1 = ca.project_kv(model.cross.ln_kv(x), pos[..., 0])
+    cross = model.cross
+    k1, v1 = cross.project_kv(x, pos[..., 0])
     z = model.z_linear(x)
     qpos = pos[..., 0]
-    q = ca.project_q(model.cross.ln_q(z), qpos)
     old = cache.cross_valid & (cache.cross_idx > t - L)[None, :]
     parts = [
         (cache.cross_k, cache.cross_v, old),
         (cache.new_k, cache.new_v, cache.new_valid),
         (one(k1), one(v1), valid_Bx1),
     ]
-    z = _mlp(model.cross, z + _attend_parts(ca, q, parts))
+    z = cross.finish(z, _attend_parts(cross.queries(z, qpos), parts))
     j = t - L
     new_k = jax.lax.dynamic_update_slice_in_dim(cache.new_k, one(k1).astype(cache.new_k.dtype), j, axis=2)
     new_v = jax.lax.dynamic_update_slice_in_dim(cache.new_v, one(v1).astype(cache.new_v.dtype), j, axis=2)
@@ -220,16 +210,15 @@ def decode_step(model, cache: Cache, token_B, position_BxP=None):
     self_k, self_v = cache.self_k, cache.self_v
     zero = jnp.zeros((), jnp.int32)
     for i, layer in enumerate(model.layers):
-        h = layer.ln_attn(z)
-        q, (lk, lv) = layer.attn.project_q(h, qpos), layer.attn.project_kv(h, qpos)
+        q, lk, lv = layer.project(z, qpos)
         parts = [(self_k[i], self_v[i], cache.lat_valid), (one(lk), one(lv), valid_Bx1)]
-        z = _mlp(layer, z + _attend_parts(layer.attn, q, parts))
+        z = layer.finish(z, _attend_parts(q, parts))
         at = (jnp.asarray(i, jnp.int32), zero, zero, n, zero)  # layer i, slot n of [N, B, H, M, K]
         self_k = jax.lax.dynamic_update_slice(self_k, one(lk)[None].astype(self_k.dtype), at)
         self_v = jax.lax.dynamic_update_slice(self_v, one(lv)[None].astype(self_v.dtype), at)
     lat_idx = jax.lax.dynamic_update_slice_in_dim(cache.lat_idx, q_idx, n, axis=0)
     lat_valid = jax.lax.dynamic_update_slice_in_dim(cache.lat_valid, valid_Bx1, n, axis=1)
-    logits = model.logits(model.ln_final(z))[:, 0].astype(jnp.float32)
+    logits = model.readout(z)[:, 0]
     cache = cache._replace(
         new_k=new_k,
         new_v=new_v,

@@ -116,18 +116,43 @@ class Attention(nnx.Module):
             k = P.apply_rotary(k, kpos_BxL, self.fraction, self.wavelength)
         return k, v
 
-    def attend_projected(self, q_BxMxHxK, k_BxLxHxK, v_BxLxHxK, q_idx_M, k_idx_BxL, key_valid_BxL, **kw):
-        out_BxMxHxK = attend(q_BxMxHxK, k_BxLxHxK, v_BxLxHxK, q_idx_M, k_idx_BxL, key_valid_BxL, **kw)
-        B, M = out_BxMxHxK.shape[:2]
-        return self.o(out_BxMxHxK.reshape(B, M, -1))
-
-    def __call__(self, xq_BxMxD, xkv_BxLxD, qpos_BxM, kpos_BxL, q_idx_M, k_idx_BxL, key_valid_BxL, **kw):
-        q = self.project_q(xq_BxMxD, qpos_BxM)
-        k, v = self.project_kv(xkv_BxLxD, kpos_BxL)
-        return self.attend_projected(q, k, v, q_idx_M, k_idx_BxL, key_valid_BxL, **kw)
+    def output(self, heads_BxMxHxK):
+        """The output projection of the heads' outputs (concatenated): [B, M, d_out]."""
+        B, M = heads_BxMxHxK.shape[:2]
+        return self.o(heads_BxMxHxK.reshape(B, M, -1))
 
 
-class CrossAttendBlock(nnx.Module):
+class _Block(nnx.Module):
+    """What both blocks share, after their projections: attention with the configured kernel
+    (``attend``) and the rest of the block (``finish``). Each block's ``__call__`` is written in
+    these pieces and its projections (``queries`` / ``project_kv``, ``project``), and the cached
+    decoding (``repro/model/cache.py``) calls the very same pieces, replacing only ``attend`` (by
+    its softmax over cache segments): one implementation of each block. Subclasses set
+    ``attn`` (Attention), ``ln_mlp``, ``mlp`` and ``cfg``."""
+
+    def _head_group(self) -> int:
+        raise NotImplementedError
+
+    def attend(self, q_BxMxHxK, k_BxTxHxK, v_BxTxHxK, q_idx_M, k_idx_BxT, valid_BxT):
+        """Masked attention (``attention.attend``, the config's kernel): the heads' outputs
+        [B, M, H, K], before the output projection."""
+        c = self.cfg
+        return attend(
+            q_BxMxHxK, k_BxTxHxK, v_BxTxHxK, q_idx_M, k_idx_BxT, valid_BxT,
+            impl=c.attention_impl, query_chunk=c.query_chunk, key_chunk=c.key_chunk, head_group=self._head_group(),
+        )  # fmt: skip
+
+    def finish(self, z_BxMxD, heads_BxMxHxK, keys: _Keys | None = None):
+        """The block after its attention: output projection, dropout, residual onto the latents
+        (the cross-attend's query residual); then the MLP residual, dropout. ``keys`` None (the
+        cache: evaluation) or handing out None: no dropout."""
+        keys = _Keys(None) if keys is None else keys
+        rate = self.cfg.dropout
+        z = z_BxMxD + _dropout(self.attn.output(heads_BxMxHxK), rate, keys())
+        return z + _dropout(self.mlp(self.ln_mlp(z)), rate, keys())
+
+
+class CrossAttendBlock(_Block):
     def __init__(self, cfg: ModelConfig, *, rngs):
         D, Di = cfg.d_model, cfg.input_width
         self.ln_q = nnx.LayerNorm(D, epsilon=LN_EPS, rngs=rngs)
@@ -138,9 +163,17 @@ class CrossAttendBlock(nnx.Module):
         self.mlp = MLP(D, cfg.cross_widening, rngs=rngs)
         self.cfg = cfg
 
-    def project_kv(self, kv_in, kpos_BxL, table_VxDi):
-        """Keys / values from what ``PerceiverAR.key_inputs`` gives: embedded inputs (table None),
-        or tokens and the embedding table (computed per vocabulary entry, gathered by token)."""
+    def _head_group(self) -> int:
+        return self.cfg.cross_head_group
+
+    def queries(self, z_BxMxD, qpos_BxM):
+        """Queries [B, M, H, K] of the latents: pre-LN, q projection, rotary."""
+        return self.attn.project_q(self.ln_q(z_BxMxD), qpos_BxM)
+
+    def project_kv(self, kv_in, kpos_BxL, table_VxDi=None):
+        """Keys / values [B, L, H, K] (what the cache stores) from what ``PerceiverAR.key_inputs``
+        gives: embedded inputs (table None), or tokens and the embedding table (computed per
+        vocabulary entry, gathered by token). Pre-LN, k / v projections, rotary on the keys."""
         if table_VxDi is None:
             return self.attn.project_kv(self.ln_kv(kv_in), kpos_BxL)
         return self.attn.project_kv_per_vocab(self.ln_kv(table_VxDi), kv_in, kpos_BxL)
@@ -149,18 +182,12 @@ class CrossAttendBlock(nnx.Module):
         """``kv_in``: the embedded inputs x_BxLxDi, or, with ``table_VxDi`` (the token embedding
         table) given, the input tokens_BxL, whose keys / values are then computed per vocabulary
         entry (``ModelConfig.cross_kv_per_vocab``)."""
-        c = self.cfg
         k, v = self.project_kv(kv_in, kpos_BxL, table_VxDi)
-        a = self.attn.attend_projected(
-            self.attn.project_q(self.ln_q(z_BxMxD), qpos_BxM), k, v, q_idx_M, k_idx_BxL, valid_BxL,
-            impl=c.attention_impl, query_chunk=c.query_chunk, key_chunk=c.key_chunk,
-            head_group=c.cross_head_group,
-        )  # fmt: skip
-        z = z_BxMxD + _dropout(a, c.dropout, keys())  # query residual
-        return z + _dropout(self.mlp(self.ln_mlp(z)), c.dropout, keys())
+        q = self.queries(z_BxMxD, qpos_BxM)
+        return self.finish(z_BxMxD, self.attend(q, k, v, q_idx_M, k_idx_BxL, valid_BxL), keys)
 
 
-class SelfAttendBlock(nnx.Module):
+class SelfAttendBlock(_Block):
     def __init__(self, cfg: ModelConfig, *, rngs):
         D = cfg.d_model
         self.ln_attn = nnx.LayerNorm(D, epsilon=LN_EPS, rngs=rngs)
@@ -169,16 +196,19 @@ class SelfAttendBlock(nnx.Module):
         self.mlp = MLP(D, cfg.self_widening, rngs=rngs)
         self.cfg = cfg
 
-    def __call__(self, z_BxMxD, pos_BxM, idx_M, valid_BxM, keys: _Keys):
-        c = self.cfg
+    def _head_group(self) -> int:
+        return self.cfg.self_head_group
+
+    def project(self, z_BxMxD, pos_BxM):
+        """Queries, keys and values [B, M, H, K] of the latents (the keys / values are what the
+        cache stores): one pre-LN, q / k / v projections, rotary on queries and keys."""
         h = self.ln_attn(z_BxMxD)
-        a = self.attn(
-            h, h, pos_BxM, pos_BxM, idx_M, jnp.broadcast_to(idx_M, valid_BxM.shape), valid_BxM,
-            impl=c.attention_impl, query_chunk=c.query_chunk, key_chunk=c.key_chunk,
-            head_group=c.self_head_group,
-        )  # fmt: skip
-        z = z_BxMxD + _dropout(a, c.dropout, keys())
-        return z + _dropout(self.mlp(self.ln_mlp(z)), c.dropout, keys())
+        return self.attn.project_q(h, pos_BxM), *self.attn.project_kv(h, pos_BxM)
+
+    def __call__(self, z_BxMxD, pos_BxM, idx_M, valid_BxM, keys: _Keys):
+        q, k, v = self.project(z_BxMxD, pos_BxM)
+        heads = self.attend(q, k, v, idx_M, jnp.broadcast_to(idx_M, valid_BxM.shape), valid_BxM)
+        return self.finish(z_BxMxD, heads, keys)
 
 
 class PerceiverAR(nnx.Module):
@@ -252,6 +282,10 @@ class PerceiverAR(nnx.Module):
         given = tuple(keys() for _ in range(_KEYS_PER_BLOCK))
         return nnx.remat(lambda b, g, *a: b(*a, _GivenKeys(*g)))(block, given, *args)
 
+    def readout(self, z_BxMxD) -> jax.Array:
+        """Logits [B, M, V] (float32) of the latents after the last block: final LN, projection."""
+        return self.logits(self.ln_final(z_BxMxD)).astype(jnp.float32)
+
     # -------------------------------------------------------------------------------- forward
     def __call__(
         self,
@@ -289,7 +323,7 @@ class PerceiverAR(nnx.Module):
         z = self._block(self.cross, keys, z_BxMxD, kv_in, qpos_BxM, kpos[..., 0], q_idx_M, kidx, kvalid, table)
         for layer in self.layers:
             z = self._block(layer, keys, z, qpos_BxM, q_idx_M, valid_BxM)
-        return self.logits(self.ln_final(z)).astype(jnp.float32)
+        return self.readout(z)
 
 
 def count_params(model: nnx.Module) -> int:
