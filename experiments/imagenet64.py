@@ -92,8 +92,8 @@ PRESETS: dict[str, Experiment] = {
             16, max_context=769, num_latents=256, d_model=128, num_layers=2, cross_heads=4, self_heads=4, dropout=0.0
         ),  # fmt: skip
         data=ImageNetData(corpus="demo", resolution=16),
-        optim=OptimConfig(lr=1e-3, warmup_steps=200, schedule="cosine", decay_steps=3000),
-        train=TrainConfig(steps=3000, batch_size=16, log_every=20, eval_every=500, checkpoint_every=500),
+        optim=OptimConfig(lr=1e-3, warmup_steps=200, schedule="cosine", decay_steps=2000),
+        train=TrainConfig(steps=2000, batch_size=16, log_every=20, eval_every=500, checkpoint_every=500),
         description="demo photos at 16x16 on 2 CPU cores (~20 min); beside unigram / previous-pixel baselines",
     ),
     "smoke": Experiment(
