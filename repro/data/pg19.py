@@ -45,6 +45,7 @@ DEMO_ENV = "REPRO_DEMO_SOURCES"
 DEMO_DEB_GLOB = "r-cran-janeaustenr_*.deb"
 FETCH_COMMAND = "make setup (or: bash scripts/fetch_demo_sources.sh)"
 _RDATA = "usr/lib/R/site-library/janeaustenr/data/Rdata"
+INSTALLED_RDATA = Path("/") / _RDATA  # where `apt-get install r-cran-janeaustenr` puts it
 
 # janeaustenr object -> (Project Gutenberg ebook number = PG-19 book id, title, year on the title page)
 AUSTEN_BOOKS = {
@@ -275,8 +276,9 @@ def austen_novels(deb: Path | None = None) -> dict[str, list[str]]:
     if deb is not None:
         files = _deb_members(deb, {_RDATA + ".rdx", _RDATA + ".rdb"})
         rdx, rdb, label = files[_RDATA + ".rdx"], files[_RDATA + ".rdb"], f"{deb}:{_RDATA}"
-    elif Path("/" + _RDATA + ".rdb").is_file():  # apt-get install r-cran-janeaustenr
-        rdx, rdb, label = Path("/" + _RDATA + ".rdx").read_bytes(), Path("/" + _RDATA + ".rdb").read_bytes(), _RDATA
+    elif INSTALLED_RDATA.with_suffix(".rdb").is_file():
+        rdx = INSTALLED_RDATA.with_suffix(".rdx").read_bytes()
+        rdb, label = INSTALLED_RDATA.with_suffix(".rdb").read_bytes(), str(INSTALLED_RDATA)
     else:
         where = ", ".join(str(d) for d in demo_source_dirs())
         raise DataError(

@@ -112,6 +112,7 @@ class RawFormat:
     """Base class of a section's raw-layout reader (see the module docstring)."""
 
     section: str = ""
+    evaluate_eos: bool = True  # False: EOS is not an evaluated target (images: bits per sub-pixel)
 
     def variant(self, source: Path) -> str:
         return "default"

@@ -101,7 +101,7 @@ def sample_lines(paths: list[Path], max_bytes: int | None, seed: int) -> Iterato
     total = sum(sizes)
     if not max_bytes or total <= max_bytes:
         for p in paths:
-            yield from text_lines(_read_text(p))
+            yield from _file_lines(p)
         return
     B = _SAMPLE_BLOCK_BYTES
     nblocks = np.array([max(1, math.ceil(s / B)) for s in sizes], np.int64)
@@ -134,9 +134,21 @@ def sample_lines(paths: list[Path], max_bytes: int | None, seed: int) -> Iterato
                 yield from text_lines(text)
 
 
+def _file_lines(path: Path) -> Iterator[str]:
+    """The lines of a UTF-8 file (without their ``\\n``), streamed."""
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            for line in f:
+                yield line[:-1] if line.endswith("\n") else line
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 text ({e.reason})") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror})") from None
+
+
 def _texts_to_lines(texts: Iterable[str | Path]) -> Iterator[str]:
     for t in texts:
-        yield from text_lines(_read_text(t) if isinstance(t, Path) else t)
+        yield from _file_lines(t) if isinstance(t, Path) else text_lines(t)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -201,7 +213,7 @@ class SentencePieceTokenizer(Tokenizer):
         *,
         max_train_bytes: int | None = None,
         num_threads: int = 1,
-        character_coverage: float = 1.0,
+        character_coverage: float = 0.9995,
     ) -> SentencePieceTokenizer:
         """Train a model on ``texts`` (strings, or paths of UTF-8 files) and write
         ``out_dir/sentencepiece.model``.

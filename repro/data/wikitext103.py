@@ -274,7 +274,8 @@ def strip_markup(wikitext: str) -> list[tuple[int, str]]:
     t = re.sub(r"</?[a-zA-Z][^>]*>", "", t)
     t = re.sub(r"__[A-Z]+__", "", t)
     t = html.unescape(t)
-    t = re.sub(r"\(\s*[,;:]?\s*\)", "", t)  # parentheses left empty by removed templates
+    t = re.sub(r"[ \t\u00a0]+", " ", t.replace("\u00a0", " "))
+    t = re.sub(r" ?\( ?[,;:]? ?\)", "", t)  # parentheses left empty by removed templates
 
     blocks: list[tuple[int, str]] = []
     para: list[str] = []
