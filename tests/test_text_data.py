@@ -447,8 +447,8 @@ def test_wikitext_bad_inputs(tmp_path):
 
 
 def test_wikitext_tokenize_and_strip_markup():
-    assert wikitext_tokenize("It's a role-playing game (1,000.5 km), lit. U.S. \"x\"...") == (
-        "It 's a role @-@ playing game ( 1 @,@ 000 @.@ 5 km ) , lit . U.S. \" x \" ..."
+    assert wikitext_tokenize('It\'s a role-playing game (1,000.5 km), lit. U.S. "x"...') == (
+        'It \'s a role @-@ playing game ( 1 @,@ 000 @.@ 5 km ) , lit . U.S. " x " ...'
     )
     markup = (
         "{{Infobox|a={{b}}}}'''Albedo''' ({{IPA|x}}) is the [[diffuse reflection|reflectivity]] of a "

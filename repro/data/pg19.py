@@ -400,4 +400,3 @@ class PG19Format(RawFormat):
 
 
 FORMAT = PG19Format()
-
