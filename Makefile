@@ -10,6 +10,7 @@ setup:  ## create the virtualenv and install the suite with its test tools
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
 	$(BIN)/pip install -e '.[dev]'
+	bash scripts/fetch_demo_sources.sh "$(VENV)/share/repro-demo"
 
 test:  ## the default test run (CI): everything but tests marked slow
 	$(BIN)/python -m pytest -q
