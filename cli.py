@@ -231,8 +231,12 @@ def sample(
     prompt: Annotated[str | None, typer.Option(help="a prompt in the section's format (copy: byte values)")] = None,
     num: Annotated[int, typer.Option(help="number of samples (prompts from the eval split)")] = 8,
     temperature: Annotated[float | None, typer.Option(help="0 = greedy (default: the section's)")] = None,
-    top_k: Annotated[int, typer.Option(help="keep the k most likely tokens (0 = off)")] = 0,
-    top_p: Annotated[float, typer.Option(help="nucleus sampling mass in (0, 1] (1 = off)")] = 1.0,
+    top_k: Annotated[
+        int | None, typer.Option(help="keep the k most likely tokens (0 = off; default: the section's)")
+    ] = None,
+    top_p: Annotated[
+        float | None, typer.Option(help="nucleus mass in (0, 1] (1 = off; default: the section's)")
+    ] = None,
     seed: Annotated[int, typer.Option(help="sampling seed")] = 0,
     fill: Annotated[int, typer.Option(help="latents refilled at a cache reset (0 = num_latents / 2)")] = 0,
     data_dir: DataDir = None,

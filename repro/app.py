@@ -141,8 +141,8 @@ def sample_run(
     prompt: str | None = None,
     num: int = 8,
     temperature: float | None = None,
-    top_k: int = 0,
-    top_p: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
     seed: int = 0,
     fill: int = 0,
     data_dir: Path | None = None,
@@ -157,9 +157,9 @@ def sample_run(
         raise UserError(f"--num must be >= 1, got {num}")
     if temperature is not None and not (math.isfinite(temperature) and temperature >= 0):
         raise UserError(f"--temperature must be >= 0 (0 = greedy), got {temperature}")
-    if top_k < 0:
+    if top_k is not None and top_k < 0:
         raise UserError(f"--top-k must be >= 0 (0 = off), got {top_k}")
-    if not (math.isfinite(top_p) and 0 < top_p <= 1):
+    if top_p is not None and not (math.isfinite(top_p) and 0 < top_p <= 1):
         raise UserError(f"--top-p must be in (0, 1], got {top_p}")
     if not 0 <= seed < 2**32:
         raise UserError(f"--seed must be in [0, 2^32), got {seed}")
@@ -169,9 +169,9 @@ def sample_run(
         raise UserError(f"--fill must be in [0, num_latents={M}) (0 = num_latents / 2), got {fill}")
     spec = section.sampling(exp)
     cfg = dataclasses.replace(SampleConfig(), **spec.defaults)
-    cfg = dataclasses.replace(cfg, top_k=top_k, top_p=top_p, seed=seed, reset_fill=fill or cfg.reset_fill)
-    if temperature is not None:
-        cfg = dataclasses.replace(cfg, temperature=temperature)
+    given = {"temperature": temperature, "top_k": top_k, "top_p": top_p}
+    cfg = dataclasses.replace(cfg, seed=seed, reset_fill=fill or cfg.reset_fill,
+                              **{k: v for k, v in given.items() if v is not None})  # fmt: skip
     pipe = pipeline_for(section, exp, data_dir)
     try:
         prompts = section.prompts(exp, pipe.source, num, prompt)

@@ -79,6 +79,7 @@ class Prompts:
     num_new: int
     expected: list[np.ndarray | None]
     labels: list[str] = field(default_factory=list)
+    source: Any = None  # the DocumentSource they came from (e.g. its tokenizer decodes samples)
 
 
 class Section:
