@@ -462,7 +462,7 @@ class AudioCodesFormat(RawFormat):
     """
 
     section = "maestro_audio"
-    options = ("levels", "codes_per_level")
+    OPTIONS = ("levels", "codes_per_level")
 
     def variant(self, source: Path) -> str:
         source = Path(source)
@@ -507,9 +507,9 @@ class AudioCodesFormat(RawFormat):
     def fit_tokenizer(self, train_files: list[SourceFile], out_dir: Path, options: dict[str, Any]) -> Tokenizer:
         """Options ``levels`` (default: the first training file's) and ``codes_per_level`` (1024)."""
         options = dict(options or {})
-        unknown = sorted(set(options) - set(self.options))
+        unknown = sorted(set(options) - set(self.OPTIONS))
         if unknown:
-            raise ConfigError(f"unknown audio-codes option(s) {', '.join(unknown)} (known: {', '.join(self.options)})")
+            raise ConfigError(f"unknown audio-codes option(s) {', '.join(unknown)} (known: {', '.join(self.OPTIONS)})")
         cpl = int(options.get("codes_per_level", 1024))
         levels = options.get("levels")
         if levels is None:
