@@ -69,9 +69,14 @@ class DocumentSource:
         """Token count of every training document (SOS and EOS included)."""
         raise NotImplementedError
 
-    def train_slice(self, i: int, start: int, stop: int) -> tuple[np.ndarray, np.ndarray | None]:
-        """Tokens ``start:stop`` of training document ``i`` (and their positions [n, P] or None)."""
+    def train_slice(
+        self, i: int, start: int, stop: int, rng: np.random.Generator | None = None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Tokens ``start:stop`` of training document ``i`` (and their positions [n, P] or None);
+        with ``rng``, augmented (``augments``), possibly to another length."""
         raise NotImplementedError
+
+    augments: bool = False  # training crops are augmented (train_slice with an rng)
 
     @property
     def synthetic(self) -> bool:
@@ -141,18 +146,26 @@ class Pipeline:
         first = pair - np.concatenate([[0], self._cum])[docs]
         n = self._lengths[docs] - 1
         ends = np.minimum(max(self.min_crop, 1), n) + first  # in [min(min_crop, n), n]
-        return self._cut(docs[lo:hi], ends[lo:hi])
+        return self._cut(docs[lo:hi], ends[lo:hi], step, lo)
 
-    def _cut(self, docs: np.ndarray, ends: np.ndarray) -> dict[str, np.ndarray]:
+    def _cut(self, docs: np.ndarray, ends: np.ndarray, step: int, row0: int) -> dict[str, np.ndarray]:
         """Windows ending at ``ends`` of training documents ``docs``: only the L + 1 tokens a
-        window needs are read from each document."""
+        window needs are read from each document. Augmented crops (a music transposition...)
+        draw from an rng of (train_seed, step, global row) and are cut to their last L + 1 tokens."""
         B, L = len(docs), self.L
         seqs = np.zeros((B, L + 1), np.int32)
         pos = None
         local_ends = np.zeros(B, np.int64)
+        aug = self.source.augments
         for r, (i, e) in enumerate(zip(docs.tolist(), ends.tolist(), strict=True)):
             s0 = max(0, e - L)
-            toks, p = self.source.train_slice(i, s0, e + 1)
+            if aug:
+                toks, p = self.source.train_slice(
+                    i, s0, e + 1, np.random.default_rng([self.train_seed, step, row0 + r])
+                )
+                toks, e = toks[-(L + 1) :], s0 + min(len(toks), L + 1) - 1
+            else:
+                toks, p = self.source.train_slice(i, s0, e + 1)
             seqs[r, : len(toks)] = toks
             if p is not None:
                 if pos is None:

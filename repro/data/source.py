@@ -141,6 +141,15 @@ class RawFormat:
         c = np.asarray(content, np.int32) + NUM_RESERVED
         return np.concatenate([[SOS_ID], c, [EOS_ID]]).astype(np.int32)
 
+    def augments(self, data_cfg: Any) -> bool:
+        """Does ``data_cfg`` ask for training-time augmentation (:meth:`augment`)?"""
+        return False
+
+    def augment(self, content: np.ndarray, rng: np.random.Generator, data_cfg: Any, tokenizer: Tokenizer):
+        """A training crop's content ids, augmented (e.g. transposed music); may change length.
+        ``rng`` is a pure function of (seed, step, row), so batches stay reproducible."""
+        return content
+
     def positions(self, num_tokens: int, data_cfg: Any) -> np.ndarray | None:
         """[num_tokens, P] positions from the data of a document of ``num_tokens`` tokens (as
         returned by ``tokens``), or None for the default 1-based offsets."""

@@ -312,7 +312,18 @@ class Corpus(DocumentSource):
                 )
         return self._train_lengths
 
-    def train_slice(self, i: int, start: int, stop: int):
+    @property
+    def augments(self) -> bool:
+        return self.fmt.augments(self.cfg)
+
+    def train_slice(self, i: int, start: int, stop: int, rng: np.random.Generator | None = None):
+        if rng is not None and self.augments:  # augment the crop's content, keep SOS / EOS
+            toks, pos = self.train_slice(i, start, stop)
+            inner = toks >= NUM_RESERVED
+            c = self.fmt.augment(toks[inner] - NUM_RESERVED, rng, self.cfg, self.tokenizer)
+            head = toks[: int(np.argmax(inner))] if inner.any() else toks
+            tail = toks[len(toks) - int(np.argmax(inner[::-1])) :] if inner.any() else toks[:0]
+            return np.concatenate([head, np.asarray(c, np.int32) + NUM_RESERVED, tail]).astype(np.int32), None
         if self._default_tokens:  # SOS, content + 3, EOS: slice without building the document
             b, off, _ = self._split("train")
             n = int(off[i + 1] - off[i])
