@@ -57,9 +57,7 @@ def rotary_inverse_frequencies(rotated: int, max_wavelength: float) -> np.ndarra
     return float(max_wavelength) ** (-np.arange(bands) / (bands - 1))
 
 
-def sinusoidal_features(
-    pos_BxL: jax.Array, dim: int, max_wavelength: float = SINUSOIDAL_MAX_WAVELENGTH
-) -> jax.Array:
+def sinusoidal_features(pos_BxL: jax.Array, dim: int, max_wavelength: float = SINUSOIDAL_MAX_WAVELENGTH) -> jax.Array:
     """[sin(p * f_i), cos(p * f_i)] (+ a zero channel if ``dim`` is odd): the official table's row p.
 
     The official table is computed in float64 and stored; a float32 ``p * f`` loses the angle at
