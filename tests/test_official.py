@@ -343,7 +343,7 @@ def logits(model: PerceiverAR, tokens, positions) -> np.ndarray:
 VARIANTS = {
     # name: (model overrides, pickling: dill-like?, protocol, Haiku FlatMapping?, global_step)
     # Head widths 8: 4 rotated channels per head, so the (2j, 2j+1) -> (j, j+R/2) permutation is not trivial.
-    "rotary": (dict(position_encoding="rotary", rotary_fraction=0.5, cross_heads=1, self_heads=2), True, 4, True, 25000),
+    "rotary": (dict(position_encoding="rotary", cross_heads=1, self_heads=2), True, 4, True, 25000),
     "learned_3d": (
         dict(position_encoding="learned", positions_from_data=True, position_table_sizes=(5, 4, 3)),
         False,
