@@ -52,7 +52,9 @@ class ModelConfig:
     # Position encodings.
     position_encoding: PositionEncoding = "rotary"
     rotary_fraction: float = 0.5  # fraction of each head's channels that is rotated
-    max_wavelength: float = 0.0  # rotary and sinusoidal; 0 = max_context (official: = context)
+    # 0 = the official value: rotary max_context (official max_wavelength = context length),
+    # sinusoidal 10,000 (official generate_sinusoidal_features max_scale).
+    max_wavelength: float = 0.0
     positions_from_data: bool = False
     # Table size per position dimension when positions come from the data, e.g. (66, 66, 5)
     # for ImageNet's (x, y, channel). () = one dimension of max_context + 1 entries.
@@ -67,8 +69,8 @@ class ModelConfig:
     cross_head_group: int = 0  # heads computed at a time in the cross-attend; 0 = all
     self_head_group: int = 0
     final_init_zeros: bool = True
-    # Init stddev of learned position tables (Perceiver IO TrainablePositionEncoding init_scale).
-    learned_position_init: float = 0.02
+    # Init stddev of learned position tables: official hk.Embed default, truncated normal, stddev 1.
+    learned_position_init: float = 1.0
     # Precision and memory. Parameters are always stored (and updated) in float32; with
     # "bfloat16" the train / eval steps run the model on a bfloat16 copy of them
     # (repro.train.step.cast_for_compute), except the final logits layer: logits, softmax and

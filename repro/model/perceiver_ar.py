@@ -221,7 +221,8 @@ class PerceiverAR(nnx.Module):
         self.embed = nnx.Embed(cfg.vocab_size, Di, embedding_init=nnx.initializers.truncated_normal(1.0), rngs=rngs)
         if cfg.position_encoding == "learned":
             sizes = cfg.position_table_sizes or (cfg.max_context + 1,)
-            init = nnx.initializers.normal(cfg.learned_position_init)
+            # Official 'random' tables: hk.Embed's default init, truncated normal (+-2 sd), stddev 1.
+            init = nnx.initializers.truncated_normal(cfg.learned_position_init)
             self.pos_tables = nnx.List([nnx.Embed(n, Di, embedding_init=init, rngs=rngs) for n in sizes])
         self.z_linear = nnx.Linear(Di, D, rngs=rngs)
         self.cross = CrossAttendBlock(cfg, rngs=rngs)
@@ -239,7 +240,7 @@ class PerceiverAR(nnx.Module):
             for p, table in enumerate(self.pos_tables):
                 x = x + table(pos_BxLxP[..., p])
         elif cfg.position_encoding == "sinusoidal":
-            wl = cfg.max_wavelength or cfg.max_context
+            wl = cfg.max_wavelength or P.SINUSOIDAL_MAX_WAVELENGTH  # official max_scale
             for p in range(pos_BxLxP.shape[-1]):
                 x = x + P.sinusoidal_features(pos_BxLxP[..., p], cfg.input_width, wl).astype(x.dtype)
         return x

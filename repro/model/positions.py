@@ -5,12 +5,30 @@ from the data (1-D document offsets, or (x, y, channel) for images: one table pe
 summed, as the official ``use_positions_from_data``) or are implicit. Implicit positions are
 *terminal-relative* as in the official code: the last input has position 0, the one before it 1,
 and so on. That makes the model's output independent of left padding.
+
+Both frequency ladders are the official ones (``google-research/perceiver-ar``,
+``perceiver_ar/perceiver_ar_model.py``):
+
+* rotary (``_make_rotation_matrices``): ``num_bands = R // 2`` over the R rotated channels of a
+  head, ``freq = W ** ((2 / R) * linspace(0, num_bands, num_bands))``. ``linspace`` includes its
+  endpoint, so the inverse frequencies are ``W ** (-i / (num_bands - 1))``: 1 down to exactly 1/W,
+  with W = ``max_wavelength`` (official config: the context length).
+* sinusoidal (``generate_sinusoidal_features(size, max_len)``, ``min_scale=1``,
+  ``max_scale=10000``): ``exp(i * -log(10000) / (size // 2 - 1))``, i.e. ``10000 ** (-i / (h - 1))``
+  for the h = size // 2 channel pairs, sin in the first h channels, cos in the next h (a last odd
+  channel is 0). The wavelengths reach exactly 2*pi*10,000 whatever the context. The official table
+  row p is this function at the integer position p (rows 0 .. max_len - 1, computed in float64);
+  here it is computed on the fly, to float32 accuracy at any position (see ``sinusoidal_features``).
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+# Official generate_sinusoidal_features(max_scale=10000.0), the value every config uses.
+SINUSOIDAL_MAX_WAVELENGTH = 10_000.0
 
 
 def implicit_positions(B: int, L: int) -> jax.Array:
@@ -19,14 +37,47 @@ def implicit_positions(B: int, L: int) -> jax.Array:
     return jnp.broadcast_to(pos_L[None, :, None], (B, L, 1))
 
 
-def sinusoidal_features(pos_BxL: jax.Array, dim: int, max_wavelength: float) -> jax.Array:
-    """[sin(p / w_i), cos(p / w_i)] with wavelengths geometric from 2*pi up to max_wavelength."""
+def sinusoidal_inverse_frequencies(dim: int, max_wavelength: float = SINUSOIDAL_MAX_WAVELENGTH) -> np.ndarray:
+    """The official table's angular frequencies (float64) for a ``dim``-wide table: ``dim // 2``
+    values ``max_wavelength ** (-i / (dim // 2 - 1))``, 1 down to exactly 1 / max_wavelength.
+    (With a single pair the official formula divides by zero; here that pair has frequency 1.)"""
     half = dim // 2
-    freqs_F = max_wavelength ** (-jnp.arange(half, dtype=jnp.float32) / max(half, 1))
-    ang_BxLxF = pos_BxL[..., None].astype(jnp.float32) * freqs_F
+    if half < 2:
+        return np.ones(half)
+    return np.exp(np.arange(half) * (-np.log(max_wavelength) / (half - 1)))
+
+
+def rotary_inverse_frequencies(rotated: int, max_wavelength: float) -> np.ndarray:
+    """The official rotary angular frequencies (float64) for ``rotated`` (even) channels:
+    ``rotated // 2`` values ``max_wavelength ** (-i / (rotated // 2 - 1))``, 1 down to exactly
+    1 / max_wavelength (one pair: frequency 1, as the official ``linspace(0, 1, 1) = [0]``)."""
+    bands = rotated // 2
+    if bands < 2:
+        return np.ones(bands)
+    return float(max_wavelength) ** (-np.arange(bands) / (bands - 1))
+
+
+def sinusoidal_features(pos_BxL: jax.Array, dim: int, max_wavelength: float = SINUSOIDAL_MAX_WAVELENGTH) -> jax.Array:
+    """[sin(p * f_i), cos(p * f_i)] (+ a zero channel if ``dim`` is odd): the official table's row p.
+
+    The official table is computed in float64 and stored; a float32 ``p * f`` loses the angle at
+    large positions (ulp(131072) = 1/128, i.e. errors up to ~4e-3 in the features). So the angle is
+    reduced modulo one turn exactly: with the turns per position ``t = f / 2pi = (T_hi + t_lo) / 2^32``
+    (T_hi an integer, fixed in float64), ``p * T_hi mod 2^32`` is exact in wrapping uint32
+    arithmetic and ``p * t_lo`` is below half a turn; the features then match the float64 table to
+    ~1e-6 at every position up to 2^31.
+    """
+    turns = sinusoidal_inverse_frequencies(dim, max_wavelength) / (2 * np.pi)  # < 1 turn per step
+    scaled = turns * 2.0**32
+    t_hi = np.floor(scaled)
+    t_lo = (scaled - t_hi) * 2.0**-32
+    p = pos_BxL[..., None]
+    whole = p.astype(jnp.uint32) * jnp.asarray(t_hi.astype(np.uint32))  # (p * T_hi) mod 2^32
+    frac = whole.astype(jnp.float32) * 2.0**-32 + p.astype(jnp.float32) * jnp.asarray(t_lo, jnp.float32)
+    ang_BxLxF = (2 * np.pi) * (frac - jnp.round(frac))  # in [-pi, pi]
     feats = jnp.concatenate([jnp.sin(ang_BxLxF), jnp.cos(ang_BxLxF)], axis=-1)
     if dim % 2:
-        feats = jnp.pad(feats, [(0, 0), (0, 0), (0, 1)])
+        feats = jnp.pad(feats, [(0, 0)] * (feats.ndim - 1) + [(0, 1)])
     return feats
 
 
@@ -35,20 +86,35 @@ def rotary_dims(head_dim: int, fraction: float) -> int:
     return int(head_dim * fraction) // 2 * 2
 
 
+def rotary_permutation(head_dim: int, fraction: float) -> np.ndarray:
+    """Our channel c of a head is the official channel ``perm[c]`` (same rotary function).
+
+    The official code pairs channels (2j, 2j+1) of the rotated block (``_splice_array``); ours
+    pairs (j, j + R/2) ("rotate-half"). Pair j has the same frequency in both, so q / k projection
+    columns taken in this order (per head) give exactly the official attention scores."""
+    R = rotary_dims(head_dim, fraction)
+    half = R // 2
+    perm = np.arange(head_dim)
+    perm[:half] = 2 * np.arange(half)
+    perm[half:R] = 2 * np.arange(half) + 1
+    return perm
+
+
 def apply_rotary(x_BxTxHxK: jax.Array, pos_BxT: jax.Array, fraction: float, max_wavelength: float):
-    """Rotate the first ``fraction`` of each head's channels by angles pos / wavelength_i.
+    """Rotate the first ``fraction`` of each head's channels by angles pos * f_i (official ladder).
 
     Channel pairs are (i, i + R/2) within the rotated block of R channels ("rotate-half"
-    layout); the remaining K - R channels pass through unchanged, as in the official
-    ``_apply_rotary_encoding_to_subset``. Because q.k then depends only on position
-    differences, rotary attention is invariant to a shift of all positions.
+    layout, see ``rotary_permutation``); the remaining K - R channels pass through unchanged, as
+    in the official ``_apply_rotary_encoding_to_subset``. Because q.k then depends only on
+    position differences, rotary attention is invariant to a shift of all positions. The angles
+    are float32 ``pos * f`` as in the official code.
     """
     K = x_BxTxHxK.shape[-1]
     R = rotary_dims(K, fraction)
     if R == 0:
         return x_BxTxHxK
     half = R // 2
-    freqs_F = max_wavelength ** (-jnp.arange(half, dtype=jnp.float32) / half)
+    freqs_F = jnp.asarray(rotary_inverse_frequencies(R, max_wavelength), jnp.float32)
     ang_BxTx1xF = (pos_BxT.astype(jnp.float32)[..., None] * freqs_F)[:, :, None, :]
     cos, sin = jnp.cos(ang_BxTx1xF), jnp.sin(ang_BxTx1xF)
     rot, rest = x_BxTxHxK[..., :R], x_BxTxHxK[..., R:]
