@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Perceiver AR reproduction suite.")
-out = Console(soft_wrap=True)
+out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)  # pipes: no 80-column wrap
 err = Console(stderr=True, soft_wrap=True)  # an error stays on one line
 
 
@@ -296,7 +296,10 @@ def data_prepare(
     """Read a raw dataset and write a prepared corpus (token store + manifest.json), atomically."""
     sec = _corpus_section(section)
     exp = sec.preset(preset or (sec.default_preset if demo else sec.prepare_preset))
-    cfg = dataclasses.replace(exp.data, corpus="demo" if demo else "main")
+    # The preset's corpus name (e.g. maestro paper_v1 keeps its own), or "main" for a cpu preset
+    # pointed at real data; --demo always prepares the demo corpus.
+    corpus = "demo" if demo else (exp.data.corpus if exp.data.corpus != "demo" else "main")
+    cfg = dataclasses.replace(exp.data, corpus=corpus)
     with _file_progress() as prog:
         task = prog.add_task("prepare", total=None, label="")
 
@@ -363,6 +366,29 @@ def data_demo(
     src = sec.raw_format.demo(out_dir)
     out.print(f"written: {src} ({sec.demo_name}); next: repro data prepare {section} --source {src} --demo",
               highlight=False)  # fmt: skip
+
+
+import_app = typer.Typer(no_args_is_help=True, help="Import weights trained elsewhere.")
+app.add_typer(import_app, name="import")
+
+
+@import_app.command("official")
+def import_official_(
+    checkpoint: Annotated[
+        Path, typer.Option(help="official jaxline checkpoint.dill, its step dir or the unzipped release")
+    ],
+    workdir: Annotated[Path, typer.Option(help="run directory to create (must not hold a run)")],
+    section: Annotated[str, typer.Option(help="paper section of the preset")] = "copy",
+    preset: Annotated[str, typer.Option(help="the preset whose model the checkpoint holds")] = "random_mirrored_131072",
+) -> None:
+    """Convert an official Perceiver AR (Haiku / jaxline) checkpoint into a run directory that
+    `repro eval` and `repro sample` use directly (docs/official_checkpoints.md)."""
+    from repro.official import import_official
+
+    sec = _section(section)
+    summary = import_official(checkpoint, sec.preset(preset), workdir)
+    out.print(json.dumps({k: v for k, v in summary.items() if k != "mapping"}, default=str), highlight=False)
+    out.print(f"written: {workdir}; next: repro eval {section} --workdir {workdir}", highlight=False)
 
 
 @app.command()

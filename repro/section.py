@@ -213,14 +213,16 @@ class CorpusSection(Section):
         from repro.data.store import data_dir as root
 
         raw = root(data_dir) / self.name / "demo-raw"
-        if not (raw / ".complete").is_file():
+        done = raw / ".complete"  # holds the source directory demo() returned (relative to raw)
+        if not done.is_file():
             if log:
                 log(f"building the {self.name} demo corpus ({self.demo_name}) in {raw}")
             import shutil
 
             shutil.rmtree(raw, ignore_errors=True)
-            self.raw_format.demo(raw)
-            (raw / ".complete").write_text("ok\n")
+            src = Path(self.raw_format.demo(raw))
+            done.write_text(str(src.relative_to(raw)) + "\n")
+        raw = raw / done.read_text().strip()
         if log:
             log(f"preparing the {self.name} demo corpus into {self.corpus_dir(data_cfg, data_dir)}")
         return self.prepare(data_cfg, raw, data_dir, progress=progress, warn=log)
