@@ -31,9 +31,10 @@ import optax
 import pytest
 from flax import nnx
 
+from experiments.copy import CopyData
 from repro import official as O
 from repro.checkpoint import Checkpointer
-from repro.config import DataConfig, Experiment, ModelConfig, TrainConfig, experiment_from_dict
+from repro.config import Experiment, ModelConfig, TrainConfig, experiment_from_dict
 from repro.model import PerceiverAR
 from repro.model import positions as P
 from repro.train.loop import build
@@ -317,7 +318,7 @@ def tiny_exp(**model_kw) -> Experiment:
                 self_heads=4, cross_widening=2, self_widening=3, dropout=0.0, final_init_zeros=False)  # fmt: skip
     base.update(model_kw)
     return Experiment(section="copy", preset="tiny_official", scale="custom", model=ModelConfig(**base),
-                      data=DataConfig(seq_len=12), train=TrainConfig(batch_size=2, steps=10)).validate()  # fmt: skip
+                      data=CopyData(seq_len=12), train=TrainConfig(batch_size=2, steps=10)).validate()  # fmt: skip
 
 
 def random_model(cfg: ModelConfig, seed: int = 0) -> PerceiverAR:

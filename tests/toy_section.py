@@ -80,7 +80,13 @@ SMOKE = Experiment(
     preset="smoke",
     scale="smoke",
     model=ModelConfig(
-        vocab_size=259, max_context=16, num_latents=8, d_model=32, num_layers=1, cross_heads=2, self_heads=2,
+        vocab_size=259,
+        max_context=16,
+        num_latents=8,
+        d_model=32,
+        num_layers=1,
+        cross_heads=2,
+        self_heads=2,
         dropout=0.0,
     ),  # fmt: skip
     data=ToyData(eval_examples=0),

@@ -1,0 +1,85 @@
+"""Every section's smoke preset end to end on its demo corpus, through the code `repro run /
+eval / sample` runs: prepare (real prepare code on the demo raw layout), train, evaluate under
+both protocols, sample, and one-schema results that name the demo corpus. The demo corpora are
+built once per session (the MAESTRO chorales limited to a few pieces, to stay fast)."""
+
+import dataclasses
+import json
+
+import pytest
+
+from experiments import SECTIONS
+from repro import app
+from repro.results import read_row
+from repro.section import CorpusSection
+
+SMOKE = sorted(n for n, s in SECTIONS.items() if "smoke" in s.presets)
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("data")
+
+
+def _prepare_demo(sec, exp, data_dir):
+    if not isinstance(sec, CorpusSection):
+        return
+    if sec.name == "maestro":  # the full demo converts 410 chorales (~2 min): a few pieces suffice here
+        from repro.data.maestro import build_demo
+
+        raw = data_dir / "maestro-raw"
+        src = build_demo(raw, limit=8).source
+        sec.prepare(exp.data, src, data_dir)
+    elif sec.name == "pg19":
+        from repro.data.pg19 import find_austen_deb
+
+        if find_austen_deb() is None:
+            pytest.skip("the PG-19 demo needs r-cran-janeaustenr's .deb: run `make setup`")
+
+
+@pytest.mark.parametrize("name", SMOKE)
+def test_smoke_preset_end_to_end(name, data_dir, tmp_path):
+    sec = SECTIONS[name]
+    exp = sec.presets["smoke"]
+    _prepare_demo(sec, exp, data_dir)
+    wd = tmp_path / "run"
+    row = app.run(sec, exp, wd, data_dir=data_dir, show_progress=False)
+    res = read_row(wd / "results.json")
+    assert res["section"] == name and res["scale"] == "smoke" and res["reproduction"] is False
+    assert res["headline"]["value"] == row["metrics"][sec.headline.key]
+    if isinstance(sec, CorpusSection):
+        assert res["dataset"]["name"] == sec.demo_name and not res["dataset"]["is_paper_data"]
+        assert res["dataset"]["manifest_hash"]
+    # Every number of the paper the section compares with is a metric its evaluation emits.
+    for p in sec.paper_numbers:
+        assert p.metric in res["metrics"], (name, p.metric)
+        assert p.unit == sec.headline.unit or p.metric != sec.headline.key, (name, p)
+    for b in res["baselines"].values():
+        assert isinstance(b["value"], float) and b["description"]
+    proto = sec.default_protocol(exp)
+    # stride1 is one forward per target: over a whole book (pg19, wikitext103) that is ~10^5
+    # windows; the toy section (tests/test_sections.py) covers stride1 on text documents.
+    for protocol in (proto,) if name in ("pg19", "wikitext103") else (proto, "stride1"):
+        ev, path = app.evaluate_run(sec, wd, protocol=protocol, max_examples=1, data_dir=data_dir,
+                                    show_progress=False)  # fmt: skip
+        assert read_row(path)["protocol"] == protocol and ev["kind"] == "eval"
+    summary, outdir = app.sample_run(sec, wd, num=1, data_dir=data_dir)
+    assert summary and any(outdir.iterdir())
+    json.dumps(summary)
+
+
+def test_paper_presets_without_data_name_the_prepare_command(tmp_path):
+    for name, sec in SECTIONS.items():
+        if not isinstance(sec, CorpusSection):
+            continue
+        paper = next(e for e in sec.presets.values() if e.scale == "paper")
+        with pytest.raises(app.UserError, match=f"repro data prepare {name} --source DIR"):
+            app.pipeline_for(sec, paper, tmp_path)
+
+
+def test_a_cpu_preset_on_real_data_asks_for_that_corpus(tmp_path):
+    sec = SECTIONS["imagenet64"]
+    exp = sec.presets["cpu"]
+    real = dataclasses.replace(exp, data=dataclasses.replace(exp.data, corpus="main"))
+    with pytest.raises(app.UserError, match="ImageNet 64x64 .* corpus is not prepared"):
+        app.pipeline_for(sec, real, tmp_path)
