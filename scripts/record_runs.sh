@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Train, sample and copy the record of cpu-scale runs into results/<section>/<preset>/.
+#   scripts/record_runs.sh SCRATCH section/preset [section/preset ...]
+# Runs (run directories, prepared demo corpora) live under SCRATCH; what is copied into results/
+# is results.json (the one-schema row: config, data hash, steps, device, git SHA), config.json,
+# metrics.jsonl and the samples. Run it from a clean checkout: the git SHA is part of the record.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scratch=$1; shift
+export REPRO_DATA_DIR="$scratch/data" JAX_PLATFORMS=cpu
+BIN=${BIN:-.venv/bin}
+for item in "$@"; do
+  section=${item%%/*}; preset=${item#*/}
+  wd="$scratch/runs/$section/$preset"
+  echo "== $section/$preset ($(date -u +%H:%M:%S))"
+  start=$(date +%s)
+  "$BIN/repro" run "$section" --preset "$preset" --workdir "$wd" --no-progress
+  if [[ "$preset" != *transformer* ]]; then
+    "$BIN/repro" sample "$section" --workdir "$wd" --num 8 || echo "sampling $section/$preset failed"
+  fi
+  end=$(date +%s)
+  dest="results/$section/$preset"
+  rm -rf "$dest"; mkdir -p "$dest"
+  cp "$wd/results.json" "$wd/config.json" "$wd/metrics.jsonl" "$dest/"
+  [ -d "$wd/samples" ] && cp -r "$wd/samples" "$dest/samples"
+  printf '{"command": "repro run %s --preset %s", "wall_seconds_command": %d}\n' "$section" "$preset" $((end - start)) > "$dest/command.json"
+done
