@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export JAX_PLATFORMS ?= cpu
 
-.PHONY: setup test test-all lint smoke run-copy reproduce-all clean
+.PHONY: setup test test-e2e test-all lint smoke run-copy reproduce-all clean
 
 setup:  ## create the virtualenv and install the suite with its test tools
 	$(PY) -m venv $(VENV)
@@ -12,18 +12,22 @@ setup:  ## create the virtualenv and install the suite with its test tools
 	$(BIN)/pip install -e '.[dev]'
 	bash scripts/fetch_demo_sources.sh "$(VENV)/share/repro-demo"
 
-test:  ## the default test run (CI): everything but tests marked slow
+test:  ## the default test run: everything but tests marked slow or e2e (<= 10 minutes on 2 cores)
 	$(BIN)/python -m pytest -q
 
-test-all:  ## every test, slow ones included
+test-e2e:  ## end-to-end CLI runs in subprocesses (CI runs them after `make test`)
+	$(BIN)/python -m pytest -q -m 'e2e and not slow'
+
+test-all:  ## every test, slow and e2e ones included
 	$(BIN)/python -m pytest -q -m ''
 
 lint:
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-smoke:  ## every section's smoke preset, end to end
-	$(BIN)/repro run copy --preset smoke --workdir runs/smoke/copy
+smoke:  ## every section's smoke preset, end to end (demo corpora built on first use)
+	for s in copy imagenet64 pg19 wikitext103 maestro maestro_audio; do \
+	  $(BIN)/repro run $$s --preset smoke --workdir runs/smoke/$$s --no-progress || exit 1; done
 
 run-copy:  ## the copy task's CPU preset (a few minutes)
 	$(BIN)/repro run copy

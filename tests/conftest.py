@@ -1,8 +1,49 @@
-"""Shared pytest setup: make the repository root importable (``import repro``) without installing."""
+"""Shared pytest setup and the helpers several test files use.
 
+* the repository root is importable (``import repro``) without installing;
+* ``cli_env``: the environment for CLI subprocesses (CPU, one persistent JAX compilation cache
+  for the whole session, so each subprocess does not recompile what another already compiled);
+* ``repro_cmd(*args)``: the command line that runs ``repro`` (the venv's entry point, else cli.py);
+* ``repro``: a fixture that runs ``repro ARGS`` as a subprocess and returns the CompletedProcess.
+"""
+
+import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+
+def repro_cmd(*args) -> list[str]:
+    exe = shutil.which("repro", path=str(Path(sys.executable).parent))
+    return [exe, *args] if exe else [sys.executable, str(ROOT / "cli.py"), *args]
+
+
+@pytest.fixture(scope="session")
+def cli_env(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("jax_cache")
+    return {
+        **os.environ,
+        "JAX_PLATFORMS": "cpu",
+        "JAX_COMPILATION_CACHE_DIR": str(cache),
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+        "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+        "REPRO_DATA_DIR": str(tmp_path_factory.mktemp("data")),
+    }
+
+
+@pytest.fixture(scope="session")
+def repro(cli_env):
+    """``repro(*args, cwd=None, timeout=600, env=None)``: run the CLI, capture its output."""
+
+    def run(*args, cwd=None, timeout=600, env=None):
+        return subprocess.run(repro_cmd(*args), capture_output=True, text=True, cwd=cwd or ROOT,
+                              env=env or cli_env, timeout=timeout)  # fmt: skip
+
+    return run

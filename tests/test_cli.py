@@ -1,25 +1,12 @@
 """The `repro` command as a user runs it: end-to-end smoke training, resume, eval, bad input."""
 
 import json
-import os
-import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def repro(*args, cwd=None):
-    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    exe = shutil.which("repro", path=str(Path(sys.executable).parent)) or "repro"
-    return subprocess.run([exe, *args], capture_output=True, text=True, cwd=cwd or ROOT, env=env, timeout=600)
-
 
 @pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
+def smoke_run(tmp_path_factory, repro):
     wd = tmp_path_factory.mktemp("smoke") / "run"
     r = repro("run", "copy", "--preset", "smoke", "--workdir", str(wd), "--no-progress")
     assert r.returncode == 0, r.stderr
@@ -43,7 +30,7 @@ def test_smoke_run_trains_and_writes_results(smoke_run):
 
 
 @pytest.mark.e2e
-def test_rerun_resumes_and_eval_matches(smoke_run):
+def test_rerun_resumes_and_eval_matches(smoke_run, repro):
     wd, first = smoke_run
     before = json.loads((wd / "results.json").read_text())["metrics"]
     r = repro("run", "copy", "--preset", "smoke", "--workdir", str(wd), "--no-progress")
@@ -57,7 +44,7 @@ def test_rerun_resumes_and_eval_matches(smoke_run):
 
 
 @pytest.mark.e2e
-def test_different_config_in_same_workdir_is_refused(smoke_run):
+def test_different_config_in_same_workdir_is_refused(smoke_run, repro):
     wd, _ = smoke_run
     r = repro("run", "copy", "--preset", "smoke", "--workdir", str(wd), "--set", "model.d_model=64")
     assert r.returncode == 2 and "different config" in r.stderr and "Traceback" not in r.stderr
@@ -74,7 +61,7 @@ def test_different_config_in_same_workdir_is_refused(smoke_run):
         (["eval", "copy", "--workdir", "/nonexistent/run"], "not a run directory"),
     ],
 )
-def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path):
+def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path, repro):
     r = repro(*args, cwd=tmp_path)
     assert r.returncode == 2, (r.stdout, r.stderr)
     lines = [x for x in r.stderr.splitlines() if x.strip()]
@@ -83,7 +70,7 @@ def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path):
     assert not (tmp_path / "runs").exists()  # nothing half-written
 
 
-def test_list_shows_presets():
+def test_list_shows_presets(repro):
     r = repro("list")
     assert r.returncode == 0
     assert "random_mirrored_131072" in r.stdout and "smoke" in r.stdout

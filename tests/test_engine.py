@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -23,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import repro_cmd
 from flax import nnx
 
 from experiments import SECTIONS
@@ -43,23 +43,6 @@ COPY = SECTIONS["copy"]
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-@pytest.fixture(scope="module")
-def cli_env(tmp_path_factory):
-    cache = tmp_path_factory.mktemp("jax_cache")
-    return {
-        **os.environ,
-        "JAX_PLATFORMS": "cpu",
-        "JAX_COMPILATION_CACHE_DIR": str(cache),
-        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-        "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
-    }
-
-
-def repro_cmd(*args) -> list[str]:
-    exe = shutil.which("repro", path=str(Path(sys.executable).parent))
-    return [exe, *args] if exe else [sys.executable, str(ROOT / "cli.py"), *args]
 
 
 def repro(env, *args, timeout=300):

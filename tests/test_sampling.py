@@ -6,11 +6,6 @@ at a low XLA optimisation level; one generation program and one reference progra
 """
 
 import json
-import os
-import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -275,15 +270,13 @@ def test_copy_greedy_sampling_reproduces_teacher_forced_argmax(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.e2e
-def test_cli_eval_protocol_and_sample(tmp_path):
+def test_cli_eval_protocol_and_sample(tmp_path, repro):
     """`repro eval --protocol` and `repro sample` on a (barely) trained smoke run."""
-    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    exe = shutil.which("repro", path=str(Path(sys.executable).parent)) or "repro"
-    root = Path(__file__).resolve().parents[1]
     wd = tmp_path / "run"
+    cli = repro
 
     def repro(*args):
-        r = subprocess.run([exe, *args], capture_output=True, text=True, cwd=root, env=env, timeout=600)
+        r = cli(*args)
         assert r.returncode == 0, r.stderr
         return r
 
