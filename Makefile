@@ -32,10 +32,9 @@ smoke:  ## every section's smoke preset, end to end (demo corpora built on first
 run-copy:  ## the copy task's CPU preset (a few minutes)
 	$(BIN)/repro run copy
 
-reproduce-all:  ## every paper preset: needs TPU/GPU clusters, see README
-	@$(BIN)/python -c "import jax,sys; sys.exit(0 if jax.default_backend()!='cpu' or '$(FORCE)' else 'reproduce-all needs an accelerator (set FORCE=1 to run on CPU anyway)')"
-	$(BIN)/repro run copy --preset random_mirrored_32
-	$(BIN)/repro run copy --preset random_mirrored_131072
+SCALE ?= cpu
+reproduce-all:  ## every section's presets at SCALE (smoke | cpu | paper), then repro report
+	$(BIN)/repro reproduce --scale $(SCALE) $(if $(FORCE),--force,)
 
 clean:
 	rm -rf runs .pytest_cache

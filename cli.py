@@ -368,6 +368,64 @@ def data_demo(
               highlight=False)  # fmt: skip
 
 
+@app.command()
+def report(
+    paths: Annotated[
+        list[Path] | None, typer.Argument(help="run directories or result folders (default: results/)")
+    ] = None,
+    out_dir: Annotated[Path, typer.Option("--out", help="where report.md, report.csv and plots/ go")] = Path("results"),
+) -> None:
+    """The paper's numbers and ours side by side: results/report.md (+ .csv, plots/)."""
+    from experiments import SECTIONS
+    from repro.report import write_report
+
+    paths = paths or [Path("results")]
+    for p in paths:
+        if not p.exists():
+            raise UserError(f"{p} does not exist")
+    files = write_report(SECTIONS, paths, out_dir, deviations=Path("docs/deviations.md"))
+    out.print("written: " + ", ".join(str(p) for p in files.values()), highlight=False)
+
+
+@app.command()
+def reproduce(
+    scale: Annotated[str, typer.Option(help="smoke | cpu | paper: run every section's presets of this scale")] = "cpu",
+    runs_dir: Annotated[Path, typer.Option("--runs", help="run directories go to RUNS/<section>/<preset>")] = Path(
+        "runs"
+    ),
+    out_dir: Annotated[Path, typer.Option("--out", help="where the report goes")] = Path("results"),
+    force: Annotated[bool, typer.Option("--force", help="paper scale without an accelerator")] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Every section's presets of one scale (finished runs are not retrained, interrupted ones
+    resume; demo corpora are built where the real data is absent), then `repro report`."""
+    import jax
+
+    from experiments import SECTIONS
+    from repro import app as A
+    from repro.report import write_report
+
+    if scale not in ("smoke", "cpu", "paper"):
+        raise UserError(f"--scale must be smoke, cpu or paper, got '{scale}'")
+    if scale == "paper" and jax.default_backend() == "cpu" and not force:
+        raise UserError("paper-scale presets need accelerators (pass --force to run them on a CPU anyway); "
+                        "each needs its dataset prepared: repro data prepare SECTION --source DIR")  # fmt: skip
+    for name, sec in SECTIONS.items():
+        for preset, exp in sec.presets.items():
+            if exp.scale != scale:
+                continue
+            wd = runs_dir / name / preset
+            if (wd / "results.json").is_file() and (wd / "checkpoints").is_dir():
+                row = json.loads((wd / "results.json").read_text())
+                if row.get("steps", 0) >= exp.train.steps or row.get("stopped_early"):
+                    err.print(f"{name}/{preset}: finished ({wd / 'results.json'}), not retrained", highlight=False)
+                    continue
+            err.print(f"[bold]{name}/{preset}[/]", highlight=False)
+            A.run(sec, exp, wd, data_dir=data_dir, console=err, show_progress=False)
+    files = write_report(SECTIONS, [runs_dir, out_dir], out_dir, deviations=Path("docs/deviations.md"))
+    out.print("written: " + ", ".join(str(p) for p in files.values()), highlight=False)
+
+
 import_app = typer.Typer(no_args_is_help=True, help="Import weights trained elsewhere.")
 app.add_typer(import_app, name="import")
 

@@ -1,0 +1,280 @@
+"""``repro report``: the paper's numbers and ours, side by side (reads only the one results schema).
+
+It collects every result row (``results.json`` of a training run, ``evals/*.json`` of ``repro
+eval``; ``repro/results.py``) under the given directories, and writes
+
+    report.md / report.csv   per section: the paper's table (every number the section compares
+                             with, ``Section.paper_numbers``, with its source tag) with our rows
+                             inserted; each of our rows names its scale and dataset and whether it
+                             is a reproduction (paper preset on the paper's data) — a demo-corpus
+                             or scaled-down row is labelled so and is never called one; Δ vs the
+                             paper where the preset has a paper value for that metric and split;
+    plots/*.png              training / evaluation curves per run (from ``metrics.jsonl``),
+                             copy-task accuracy vs sequence length, the step-time benchmark
+                             (Perceiver AR vs Transformer, from ``bench/training.json``);
+
+and links the sections' sample images and the deviations log.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from repro.results import ResultsError, read_row
+
+
+def collect(paths: list[Path]) -> list[tuple[Path, dict[str, Any]]]:
+    """(path, row) of every result file of this schema under ``paths`` (files or directories)."""
+    found: list[tuple[Path, dict[str, Any]]] = []
+    seen: set[Path] = set()
+    for p in paths:
+        p = Path(p)
+        if p.is_file():
+            files = [p]
+        elif p.is_dir():
+            files = sorted(set(p.rglob("results.json")) | set(p.rglob("evals/*.json")))
+        else:
+            raise FileNotFoundError(f"{p} does not exist")
+        for f in files:
+            if f.resolve() in seen:
+                continue
+            seen.add(f.resolve())
+            try:
+                found.append((f, read_row(f)))
+            except ResultsError:
+                continue  # not a result of this schema (e.g. a benchmark record)
+    return found
+
+
+def _label(row: dict[str, Any]) -> str:
+    if row["reproduction"]:
+        return "reproduction (paper preset, paper data)"
+    why = []
+    if row["scale"] != "paper":
+        why.append(f"{row['scale']} scale")
+    if not row["dataset"]["is_paper_data"]:
+        why.append("not the paper's data")
+    return "not a reproduction: " + ", ".join(why)
+
+
+def _fmt(v: Any, spec: str = ".4g") -> str:
+    if v is None or (isinstance(v, float) and v != v):  # None, or NaN from pandas
+        return "– (no number published)"
+    if isinstance(v, float):
+        return format(v, spec)
+    return str(v)
+
+
+def rows_table(sections: dict, found: list[tuple[Path, dict[str, Any]]]):
+    """One pandas DataFrame: the paper's numbers and our rows, per section (the CSV)."""
+    import pandas as pd
+
+    recs = []
+    for name, sec in sections.items():
+        for p in sec.paper_numbers:
+            recs.append({
+                "section": name, "source": "paper", "table": p.table, "model": p.model, "metric": p.metric,
+                "unit": p.unit, "split": p.split, "value": p.value, "stderr": None, "delta_vs_paper": None,
+                "scale": "paper", "dataset": "the paper's", "preset": p.preset, "tag": p.source, "label": p.note,
+                "steps": None, "path": "",
+            })  # fmt: skip
+    for path, r in found:
+        sec = sections.get(r["section"])
+        h = r["headline"]
+        paper = None
+        if sec is not None:
+            for p in sec.paper_numbers:
+                if p.preset == r["preset"] and p.metric == h["key"] and p.split == r["split"] and p.value is not None:
+                    paper = p.value
+                    break
+        value = h["value"]
+        recs.append({
+            "section": r["section"], "source": "ours", "table": "", "model": "Perceiver AR" if
+            r["config"]["model"]["num_latents"] < r["config"]["model"]["max_context"] else "Transformer (M = N)",
+            "metric": h["key"], "unit": h["unit"], "split": r["split"], "value": value, "stderr": h["stderr"],
+            "delta_vs_paper": (value - paper) if (paper is not None and value is not None) else None,
+            "scale": r["scale"], "dataset": f"{r['dataset']['name']} ({r['dataset']['variant']})",
+            "preset": r["preset"], "tag": f"{r['kind']}, {r['protocol']}, git {r['git_sha'][:10]}",
+            "label": _label(r), "steps": r["steps"], "path": str(path),
+        })  # fmt: skip
+        for bname, b in r.get("baselines", {}).items():
+            recs.append({
+                "section": r["section"], "source": "ours (baseline, same run)", "table": "", "model": bname,
+                "metric": h["key"], "unit": h["unit"], "split": r["split"], "value": b["value"], "stderr": None,
+                "delta_vs_paper": None, "scale": r["scale"], "dataset": f"{r['dataset']['name']}",
+                "preset": r["preset"], "tag": b.get("description", ""), "label": "baseline", "steps": None,
+                "path": str(path),
+            })  # fmt: skip
+    return pd.DataFrame.from_records(recs)
+
+
+def _curves(path: Path, row: dict[str, Any], out: Path) -> Path | None:
+    """Training loss and the headline metric of each evaluation vs step, from ``metrics.jsonl``."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from repro.train.runlog import read_metrics
+
+    log = path.parent / "metrics.jsonl"
+    if path.name != "results.json" or not log.is_file():
+        return None
+    rows = read_metrics(log)
+    train = [(r["step"], r["loss"]) for r in rows if "loss" in r]
+    key = "eval/" + row["headline"]["key"]
+    ev = [(r["step"], r[key]) for r in rows if key in r]
+    if not train:
+        return None
+    fig = Figure(figsize=(9, 3.4))
+    FigureCanvasAgg(fig)
+    a, b = fig.subplots(1, 2)
+    a.plot(*zip(*train, strict=True), lw=1)
+    a.set(xlabel="step", ylabel="training loss (nats/target + z-loss)", title=f"{row['section']}/{row['preset']}")
+    if ev:
+        b.plot(*zip(*ev, strict=True), "o-", ms=3)
+    for name, base in row.get("baselines", {}).items():
+        b.axhline(base["value"], ls="--", lw=1, color="gray")
+        b.annotate(name, (0, base["value"]), xycoords=("axes fraction", "data"), fontsize=8, color="gray")
+    b.set(xlabel="step", ylabel=f"eval {row['headline']['label']} ({row['headline']['unit']})",
+          title=row["dataset"]["name"][:48])  # fmt: skip
+    fig.tight_layout()
+    dst = out / "plots" / f"curves_{row['section']}_{row['preset']}.png"
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(dst, dpi=110)
+    return dst
+
+
+def _copy_lengths(found, out: Path) -> Path | None:
+    pts = sorted(
+        (r["config"]["data"]["seq_len"], r["metrics"].get("scored_token_accuracy"), r["steps"])
+        for p, r in found
+        if r["section"] == "copy" and r["kind"] == "train"
+    )
+    if not pts:
+        return None
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5, 3.4))
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    ax.semilogx([p[0] for p in pts], [p[1] for p in pts], "o-", base=2)
+    for n, acc, steps in pts:
+        ax.annotate(f"{steps} steps", (n, acc), fontsize=8, textcoords="offset points", xytext=(4, -10))
+    ax.set(
+        xlabel="sequence length", ylabel="mirrored-half accuracy", ylim=(-0.02, 1.05), title="copy task (recorded runs)"
+    )
+    fig.tight_layout()
+    dst = out / "plots" / "copy_accuracy_vs_length.png"
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(dst, dpi=110)
+    return dst
+
+
+def _bench(paths: list[Path], out: Path) -> tuple[Path | None, dict | None]:
+    for p in paths:
+        f = Path(p) / "bench" / "training.json"
+        if f.is_file():
+            rec = json.loads(f.read_text())
+            from matplotlib.backends.backend_agg import FigureCanvasAgg
+            from matplotlib.figure import Figure
+
+            fig = Figure(figsize=(5, 3.4))
+            FigureCanvasAgg(fig)
+            ax = fig.subplots()
+            for model in ("perceiver_ar", "transformer"):
+                pts = [(r["context"], r["step_seconds"]) for r in rec["rows"]
+                       if r.get("model") == model and r.get("step_seconds")]  # fmt: skip
+                if pts:
+                    ax.loglog(*zip(*pts, strict=True), "o-", label=model, base=2)
+            ax.set(xlabel="context N", ylabel="train step (s)", title="step time (results/bench/training.json)")
+            ax.legend()
+            fig.tight_layout()
+            dst = out / "plots" / "step_time_vs_context.png"
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            fig.savefig(dst, dpi=110)
+            return dst, rec
+    return None, None
+
+
+def write_report(sections: dict, paths: list[Path], out: Path, deviations: Path | None = None) -> dict[str, Path]:
+    """Write report.md, report.csv and plots/ under ``out``; returns their paths."""
+    from repro.runinfo import write_text_atomic
+
+    out = Path(out)
+    found = collect(paths)
+    df = rows_table(sections, found)
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / "report.csv", df.to_csv(index=False))
+
+    def rel(p: Path | str) -> str:
+        return os.path.relpath(Path(p), out)
+
+    md = [
+        "# Perceiver AR: the paper's numbers and ours\n\n",
+        "Written by `repro report` from the result files under "
+        + ", ".join(f"`{p}`" for p in paths)
+        + ". Every row of ours names its scale and dataset. **Only a paper-scale preset trained on the "
+        "paper's data is a reproduction**; every other row (a cpu preset, a demo corpus) shows that the "
+        "code learns and how it compares with simple baselines measured in the same run, not the paper's "
+        "number. Paper values carry the source tags of `shared/docs/paper.md` ([P-code] official code, "
+        "[P-quote]/[P-page] the paper, [S-paper] another paper, [S-agg] an aggregator, [S-AI] a lead only).\n",
+    ]
+    plots: dict[str, Path] = {}
+    for name, sec in sections.items():
+        ours = [(p, r) for p, r in found if r["section"] == name]
+        if not sec.paper_numbers and not ours:
+            continue
+        md.append(f"\n## {sec.title or name}\n\n")
+        paper = df[(df.section == name) & (df.source == "paper")]
+        if len(paper):
+            head = sec.headline.label if sec.headline.label == sec.headline.unit else (
+                f"{sec.headline.label} ({sec.headline.unit})")  # fmt: skip
+            md.append(f"| model | split | {head} | source | note |\n")
+            md.append("|---|---|---|---|---|\n")
+            for _, r in paper.iterrows():
+                md.append(f"| {r.model} | {r.split} | {_fmt(r.value)} | {r.tag} | {r.label or ''} |\n")
+        if ours:
+            md.append(f"\n**Our runs** ({sec.headline.label}, {sec.headline.unit}; "
+                      f"{'higher' if sec.headline.higher_is_better else 'lower'} is better):\n\n")  # fmt: skip
+            md.append("| preset | model | split | protocol | value ± stderr | Δ vs paper | baselines (same run) "
+                      "| steps | dataset | what it is |\n|---|---|---|---|---|---|---|---|---|---|\n")  # fmt: skip
+            for p, r in sorted(ours, key=lambda x: (x[1]["preset"], x[1]["kind"], x[1]["split"])):
+                h = r["headline"]
+                sub = df[(df.path == str(p)) & (df.source == "ours")].iloc[0]
+                base = "; ".join(f"{k} {sec.headline.format(b['value'])}" for k, b in r.get("baselines", {}).items())
+                val = sec.headline.format(h["value"]) + (
+                    f" ± {sec.headline.format(h['stderr'])}" if h["stderr"] else ""
+                )
+                delta = "–" if sub.delta_vs_paper is None or sub.delta_vs_paper != sub.delta_vs_paper else (
+                    f"{sub.delta_vs_paper:+.3f}")  # fmt: skip
+                md.append(f"| [{r['preset']}]({rel(p)}) ({r['kind']}) | {sub.model} | {r['split']} | {r['protocol']} "
+                          f"| {val} | {delta} | {base or '–'} | {r['steps']:,} | {r['dataset']['name']} "
+                          f"| {_label(r)} |\n")  # fmt: skip
+            for p, r in ours:
+                c = _curves(p, r, out)
+                if c:
+                    plots[f"curves_{name}_{r['preset']}"] = c
+                    md.append(f"\n![{name}/{r['preset']} curves]({rel(c)})\n")
+                samples = sorted((p.parent / "samples").glob("*.png"))[:2] if p.name == "results.json" else []
+                for s in samples:
+                    md.append(f"\n![{name}/{r['preset']} sample {s.name}]({rel(s)})\n")
+        else:
+            md.append("\nNo recorded run of ours yet.\n")
+    c = _copy_lengths(found, out)
+    if c:
+        plots["copy_accuracy_vs_length"] = c
+        md.append(f"\n## Copy task: accuracy vs sequence length\n\n![copy accuracy vs length]({rel(c)})\n")
+    b, rec = _bench(paths, out)
+    if b:
+        plots["step_time"] = b
+        md.append(f"\n## Step time: Perceiver AR vs Transformer\n\nFrom `bench/training.json` (git "
+                  f"{rec['git_sha'][:10]}, {rec['date']}).\n\n![step time]({rel(b)})\n")  # fmt: skip
+    if deviations is not None and Path(deviations).is_file():
+        md.append(
+            f"\n## Deviations from the paper and the official code\n\nSee [{rel(deviations)}]({rel(deviations)}).\n"
+        )
+    write_text_atomic(out / "report.md", "".join(md))
+    return {"md": out / "report.md", "csv": out / "report.csv", **plots}

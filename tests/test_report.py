@@ -1,0 +1,61 @@
+"""`repro report`: the tables' contents (rows, Δ vs paper, scale and dataset labels), from rows of
+the one results schema."""
+
+import json
+
+from experiments import SECTIONS
+from repro.data.pipeline import DatasetInfo
+from repro.report import collect, rows_table, write_report
+from repro.results import make_row, write_row
+
+IM = SECTIONS["imagenet64"]
+
+
+def _row(preset: str, value: float, dataset: DatasetInfo, split="validation"):
+    exp = IM.presets[preset]
+    metrics = {
+        "bits_per_dim": value,
+        "bits_per_dim_stderr": 0.01,
+        "nats_per_token": value * 0.693,
+        "protocol": "blocked:512",
+    }
+    base = {"unigram": {"value": 8.5, "description": "histogram"}}
+    return make_row(kind="train", exp=exp, section=IM, dataset=dataset, split=split, metrics=metrics, steps=100,
+                    num_params=1, baselines=base)  # fmt: skip
+
+
+def test_report_tables(tmp_path):
+    real = DatasetInfo("ImageNet 64x64 (van den Oord et al. 2016) (png)", "png", True, "abc")
+    demo = DatasetInfo(IM.demo_name, "png", False, "def")
+    write_row(tmp_path / "runs" / "paper" / "results.json", _row("paper", 3.50, real))
+    write_row(tmp_path / "runs" / "cpu" / "results.json", _row("cpu", 4.25, demo))
+    (tmp_path / "runs" / "cpu" / "metrics.jsonl").write_text(
+        "".join(
+            json.dumps(r) + "\n"
+            for r in [{"step": 10, "loss": 5.0}, {"step": 20, "loss": 4.0}, {"step": 20, "eval/bits_per_dim": 4.25}]
+        )  # fmt: skip
+    )
+    (tmp_path / "runs" / "junk.json").write_text("{}")  # not a result: ignored
+    found = collect([tmp_path / "runs"])
+    assert len(found) == 2
+    df = rows_table({"imagenet64": IM}, found)
+    ours = df[df.source == "ours"].set_index("preset")
+    assert abs(ours.loc["paper", "delta_vs_paper"] - 0.10) < 1e-9
+    assert (
+        ours.loc["cpu", "delta_vs_paper"] is None
+        or ours.loc["cpu", "delta_vs_paper"] != ours.loc["cpu", "delta_vs_paper"]
+    )
+    assert ours.loc["paper", "label"] == "reproduction (paper preset, paper data)"
+    assert ours.loc["cpu", "label"] == "not a reproduction: cpu scale, not the paper's data"
+    paper = df[df.source == "paper"]
+    assert set(paper.model) == {"Perceiver AR", "Sparse Transformer", "Routing Transformer", "Combiner",
+                                "Gated PixelCNN", "PixelRNN"}  # fmt: skip
+    assert (df[df.source.str.startswith("ours (baseline")].value == 8.5).all()
+    files = write_report({"imagenet64": IM}, [tmp_path / "runs"], tmp_path / "out")
+    md = files["md"].read_text()
+    assert "| Sparse Transformer | validation | 3.44 |" in md
+    assert "+0.100" in md and "3.5000 ± 0.0100" in md
+    assert "not a reproduction: cpu scale, not the paper's data" in md and IM.demo_name in md
+    assert "unigram 8.5000" in md
+    assert files["curves_imagenet64_cpu"].is_file()  # from metrics.jsonl
+    assert (tmp_path / "out" / "report.csv").read_text().count("\n") == len(df) + 1
