@@ -11,15 +11,26 @@ repro bench [--lengths 1024,2048,4096,8192] [--d-model 256] [--batch 2] [--memor
 
 from __future__ import annotations
 
-import dataclasses
-import json
+import os
+import signal
 import sys
-from pathlib import Path
-from typing import Annotated
 
-import typer
-from rich.console import Console
-from rich.table import Table
+
+def _abort_during_startup(signum, frame):  # Ctrl-C before main() runs: no traceback, exit 130
+    sys.stderr.write("aborted\n")
+    os._exit(130)
+
+
+signal.signal(signal.SIGINT, _abort_during_startup)
+
+import dataclasses  # noqa: E402
+import json  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Annotated  # noqa: E402
+
+import typer  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Perceiver AR reproduction suite.")
 out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)  # pipes: no 80-column wrap
@@ -474,10 +485,20 @@ def bench(
     except ValueError:
         raise UserError(f"--lengths must be comma-separated integers, got '{lengths}'") from None
     ms = tuple(m.strip() for m in models.split(",") if m.strip())
-    if not ns or any(n < 2 for n in ns):
-        raise UserError("--lengths must be integers >= 2")
+    if not ns or any(not 2 <= n <= 1 << 24 for n in ns):
+        raise UserError("--lengths must be integers in [2, 2^24]")
     if not ms or any(m not in MODELS for m in ms):
         raise UserError(f"--models must be a subset of {','.join(MODELS)}")
+    for name, v, lo in (("--d-model", d_model, 1), ("--num-latents", num_latents, 1), ("--num-layers", num_layers, 0),
+                        ("--heads", heads, 1), ("--batch", batch, 1), ("--repeats", repeats, 1),
+                        ("--matmul-size", matmul_size, 1)):  # fmt: skip
+        if not lo <= v <= 1 << 20:
+            raise UserError(f"{name} must be in [{lo}, 2^20], got {v}")
+    if d_model % heads:
+        raise UserError(f"--d-model {d_model} is not divisible by --heads {heads}")
+    if not (memory_budget_gb > 0 and memory_budget_gb < float("inf")):
+        raise UserError(f"--memory-budget-gb must be > 0, got {memory_budget_gb}")
+    _check_writable(out_dir)  # before any measurement: a bad --out must not lose the results
     bc = BenchConfig(
         lengths=ns, d_model=d_model, num_latents=num_latents, num_layers=num_layers, heads=heads, batch=batch,
         repeats=repeats, memory_budget_gb=memory_budget_gb, models=ms, matmul_size=matmul_size,
@@ -488,21 +509,38 @@ def bench(
     out.print("written: " + ", ".join(str(p) for p in paths.values()))
 
 
+def _check_writable(d: Path) -> None:
+    """``d`` exists (or is created) and accepts a file; one error line otherwise."""
+    import tempfile
+
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=d, prefix=".write-test-"):
+            pass
+    except OSError as e:
+        raise UserError(f"cannot write to {d}: {e.strerror or e}") from None
+
+
 def main() -> None:
     """Console entry point: user errors become one line on stderr and exit code 2."""
     from repro.config import ConfigError
     from repro.data.source import DataError
 
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # from here on, Ctrl-C is KeyboardInterrupt
     try:
         rc = app(standalone_mode=False)
     except (UserError, ConfigError, DataError) as e:
         err.print(f"[red]error:[/] {e}", highlight=False)
         sys.exit(2)
+    except OSError as e:  # a filesystem error: read-only, full, not a directory, name too long
+        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+        err.print(f"[red]error:[/] {where}{e.strerror or e}", highlight=False)
+        sys.exit(2)
     except typer.Exit as e:
         sys.exit(e.exit_code)
     except (typer.Abort, KeyboardInterrupt):
         err.print("[red]aborted[/]")
-        sys.exit(130)
+        _hard_exit(130)
     except typer.TyperException as e:  # usage errors (bad option values, missing arguments)
         msg = e.format_message() if hasattr(e, "format_message") else str(e)
         err.print(f"[red]error:[/] {msg}", highlight=False)
@@ -511,7 +549,18 @@ def main() -> None:
     if isinstance(rc, int) and rc:
         if rc == 130:
             err.print("[red]aborted[/]")
+            _hard_exit(130)
         sys.exit(rc)
+
+
+def _hard_exit(code: int) -> None:
+    """Exit now, without interpreter teardown: after Ctrl-C in start-up XLA's threads may still be
+    compiling, and tearing the interpreter down under them can segfault (seen: exit -11)."""
+    import os
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

@@ -65,19 +65,28 @@ def load_run(section: Section, workdir: Path):
         raise UserError(f"{workdir} is not a run directory (no config.json)")
     try:
         exp = experiment_from_dict(json.loads(cfg_path.read_text()))
-    except (json.JSONDecodeError, TypeError, ValueError, UnicodeDecodeError) as e:
+    except (OSError, json.JSONDecodeError, TypeError, ValueError, UnicodeDecodeError) as e:
         raise UserError(f"{cfg_path} is not a valid config: {e}") from None
     if exp.section != section.name:
         raise UserError(f"{workdir} holds a '{exp.section}' run, not '{section.name}'")
     if not (workdir / "checkpoints").is_dir():
         raise UserError(f"{workdir} has no checkpoint yet")
-    ckpt = Checkpointer(workdir, read_only=True)
+    from repro.checkpoint import restore_verified
+    from repro.train.loop import config_fingerprint
+
+    ckpt = Checkpointer(workdir, read_only=True)  # never writes, never deletes (a run may be training)
     try:
-        step = ckpt.latest_step()
-        if step is None:
+        if ckpt.latest_step() is None:
             raise UserError(f"{workdir} has no checkpoint yet")
-        r = build(exp)
-        state = ckpt.restore(step, {"params": r.params, "opt_state": r.opt_state})
+        r = build(exp, init=False)
+        console = _stderr_console()
+        step, state, _ = restore_verified(
+            ckpt, r.abstract, config_fingerprint(exp), warn=lambda m: console.print(f"warning: {m}", highlight=False)
+        )
+        if not step:
+            raise UserError(f"{workdir}: no intact checkpoint (every one failed to restore or verify)")
+    except ConfigError as e:
+        raise UserError(str(e)) from None
     finally:
         ckpt.close()
     return exp, r, state["params"], step
@@ -103,6 +112,10 @@ def evaluate_run(
     console = console or _stderr_console()
     if max_examples is not None and max_examples < 1:
         raise UserError(f"--max-examples must be >= 1, got {max_examples}")
+    from repro.data.source import SPLITS
+
+    if split is not None and split not in SPLITS:
+        raise UserError(f"--split must be one of {', '.join(SPLITS)}, got '{split}'")
     exp, r, params, step = load_run(section, workdir)
     split = split or exp.data.eval_split
     pipe = pipeline_for(section, exp, data_dir)

@@ -49,6 +49,7 @@ def _best_metric(metrics: dict[str, Any]) -> float:
 class Checkpointer:
     def __init__(self, workdir: Path, keep: int = 2, keep_best: int = 1, *, read_only: bool = False):
         self.dir = (Path(workdir) / "checkpoints").absolute()
+        self.read_only = read_only
         policies: list[Any] = [pp.LatestN(n=max(keep, 1))]
         if keep_best > 0:
             policies.append(
@@ -69,6 +70,10 @@ class Checkpointer:
             enable_async_checkpointing=False,
         )
         self.manager = ocp.CheckpointManager(self.dir, options=options, item_names=("state", "meta"))
+
+    def reload(self) -> None:
+        """Re-read the checkpoint directory (after a checkpoint was moved aside)."""
+        self.manager.reload()
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
@@ -118,3 +123,76 @@ class Checkpointer:
 
     def close(self) -> None:
         self.manager.close()
+
+
+def state_checksum(state: Any) -> list[list[float]]:
+    """Per array of the train state (parameters and optimiser state): [sum, sum of |x|]
+    (computed on device: a few numbers per array), recorded in each checkpoint's metadata and
+    compared after a restore, so damaged bytes that still decode are caught (a decode failure
+    is caught by the restore itself)."""
+    import jax.numpy as jnp
+
+    leaves = jax.tree.leaves(state)
+    sums = jax.jit(lambda xs: [jnp.stack([jnp.sum(x, dtype=jnp.float32), jnp.sum(jnp.abs(x), dtype=jnp.float32)])
+                               for x in xs])(leaves)  # fmt: skip
+    return [[float(a), float(b)] for a, b in (jax.device_get(s) for s in sums)]
+
+
+def _checksum_ok(recorded, actual) -> bool:
+    if recorded is None:
+        return True  # checkpoints written before checksums were recorded
+    if len(recorded) != len(actual):
+        return False
+    for (s0, a0), (s1, a1) in zip(recorded, actual, strict=True):
+        tol = 1e-5 * max(a0, 1e-30) + 1e-12
+        if not (abs(s0 - s1) <= tol and abs(a0 - a1) <= tol):
+            return False
+    return True
+
+
+def restore_verified(ckpt: Checkpointer, like: Any, fingerprint: str | None, warn=None):
+    """(step, state, meta) of the newest checkpoint that restores, matches ``fingerprint`` (the
+    config's, ``repro.train.loop.config_fingerprint``) and its recorded checksum; (0, None, {})
+    when there is none. A damaged checkpoint is moved aside to ``checkpoints.damaged/<step>``
+    (never deleted) with a warning, and the next older one is tried. A checkpoint written by
+    another config is an error (ConfigError), not damage."""
+    import shutil
+
+    from repro.config import ConfigError
+
+    for step in sorted(ckpt.all_steps(), reverse=True):
+        try:
+            meta = ckpt.metadata(step)
+        except Exception as e:  # noqa: BLE001 - any failure to read is damage
+            meta, err = None, e
+        if meta is not None:
+            fp = meta.get("config_sha256")
+            if fingerprint and fp and fp != fingerprint:
+                raise ConfigError(f"the checkpoint at step {step} in {ckpt.dir} was written by a different config; "
+                                  "pass another --workdir")  # fmt: skip
+            try:
+                state = ckpt.restore(step, like)
+                if _checksum_ok(meta.get("state_checksum"), state_checksum(state)):
+                    return step, state, meta
+                err = ValueError("array checksums do not match the recorded ones")
+            except ValueError as e:
+                if "structure" in str(e).lower() or "shape" in str(e).lower():
+                    raise ConfigError(f"the checkpoint at step {step} in {ckpt.dir} does not match this config's "
+                                      "model; pass another --workdir") from None  # fmt: skip
+                err = e
+            except Exception as e:  # noqa: BLE001
+                err = e
+        if ckpt.read_only:
+            if warn:
+                warn(f"checkpoint {step} in {ckpt.dir} is damaged ({type(err).__name__}: {str(err)[:120]}); "
+                     "trying an older one")  # fmt: skip
+            continue
+        dest = ckpt.dir.parent / "checkpoints.damaged" / str(step)
+        dest.parent.mkdir(exist_ok=True)
+        shutil.rmtree(dest, ignore_errors=True)
+        shutil.move(str(ckpt.dir / str(step)), dest)
+        ckpt.reload()
+        if warn:
+            warn(f"checkpoint {step} is damaged ({type(err).__name__}: {str(err)[:120]}); moved to {dest}, "
+                 "resuming from an older one")  # fmt: skip
+    return 0, None, {}

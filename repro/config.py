@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -25,6 +26,60 @@ ComputeDtype = Literal["float32", "bfloat16"]
 
 class ConfigError(ValueError):
     """A config or override that cannot be used; the CLI prints it as one line."""
+
+
+INT_MAX = 2**31 - 1  # every integer setting must fit int32 (steps, sizes and seeds reach XLA as int32)
+INF = float("inf")
+
+
+def check_ranges(obj: Any, prefix: str, rules: dict[str, tuple[float, float]]) -> None:
+    """Validate every field of the dataclass ``obj``: each is of its declared type (a string in
+    ``config.json`` where a number belongs is refused), integers fit int32, floats are finite,
+    and each number named in ``rules`` lies in its closed range ``(lo, hi)``. Half-open ranges
+    are written with a tiny epsilon (``(1e-12, 1)`` for "> 0"); ``None`` values are skipped."""
+    for f in dataclasses.fields(obj):
+        v = getattr(obj, f.name)
+        key = f"{prefix}.{f.name}"
+        tp = _field_types(type(obj))[f.name]
+        if v is None:
+            continue
+        base = tp
+        if typing.get_origin(tp) in (typing.Union, types.UnionType):
+            base = next(a for a in typing.get_args(tp) if a is not type(None))
+        if base is bool:
+            if not isinstance(v, bool):
+                raise ConfigError(f"{key} must be true or false, got {v!r}")
+            continue
+        if base is int:
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise ConfigError(f"{key} must be an integer, got {v!r}")
+            if not -INT_MAX <= v <= INT_MAX:
+                raise ConfigError(f"{key}={v} is out of range (|value| < 2^31)")
+        elif base is float:
+            if isinstance(v, bool) or not isinstance(v, int | float):
+                raise ConfigError(f"{key} must be a number, got {v!r}")
+            if not math.isfinite(v):
+                raise ConfigError(f"{key} must be finite, got {v}")
+        elif base is str and not isinstance(v, str):
+            raise ConfigError(f"{key} must be a string, got {v!r}")
+        elif typing.get_origin(base) is tuple:
+            if not isinstance(v, tuple) or not all(isinstance(x, int) and not isinstance(x, bool) for x in v):
+                raise ConfigError(f"{key} must be a list of integers, got {v!r}")
+            if f.name in rules and any(not rules[f.name][0] <= x <= rules[f.name][1] for x in v):
+                lo, hi = rules[f.name]
+                raise ConfigError(f"{key} entries must be in [{lo:g}, {hi:g}], got {v}")
+            continue
+        elif typing.get_origin(base) is Literal:
+            if v not in typing.get_args(base):
+                raise ConfigError(f"{key}: '{v}' is not one of {', '.join(map(str, typing.get_args(base)))}")
+            continue
+        if f.name in rules and isinstance(v, int | float):
+            lo, hi = rules[f.name]
+            if not lo <= v <= hi:
+                what = f">= {lo:g}" if hi in (INF, INT_MAX) else f"in [{lo:g}, {hi:g}]"
+                if 0 < lo < 1e-6:
+                    what = "> 0" if hi in (INF, INT_MAX) else f"in (0, {hi:g}]"
+                raise ConfigError(f"{key} must be {what}, got {v}")
 
 
 @dataclass(frozen=True)
@@ -102,6 +157,13 @@ class ModelConfig:
         return eligible and 2 * self.vocab_size <= num_key_rows
 
     def validate(self) -> None:
+        check_ranges(self, "model", {
+            "vocab_size": (4, INT_MAX), "max_context": (1, INT_MAX), "d_model": (1, 1 << 20),
+            "d_input": (1, 1 << 20), "num_layers": (0, 10_000), "cross_heads": (1, 1 << 16),
+            "self_heads": (1, 1 << 16), "cross_widening": (1, 1024), "self_widening": (1, 1024),
+            "max_wavelength": (0, INF), "position_table_sizes": (1, INT_MAX), "query_chunk": (1, INT_MAX),
+            "key_chunk": (1, INT_MAX), "learned_position_init": (1e-12, INF),
+        })  # fmt: skip
         if self.num_latents < 1 or self.num_latents > self.max_context:
             raise ConfigError(
                 f"model.num_latents must be in [1, max_context={self.max_context}], got {self.num_latents}"
@@ -120,8 +182,10 @@ class ModelConfig:
             raise ConfigError(f"model.rotary_fraction must be in [0, 1], got {self.rotary_fraction}")
         if self.position_encoding == "rotary" and self.num_position_dims > 1:
             raise ConfigError("rotary encoding supports 1-D positions only (as the official code)")
-        if self.train_input_positions < 0:
-            raise ConfigError("model.train_input_positions must be >= 0")
+        if not 0 <= self.train_input_positions <= self.max_context:
+            raise ConfigError(f"model.train_input_positions must be in [0, max_context={self.max_context}]")
+        if self.train_input_positions and self.train_input_positions < self.num_latents:
+            raise ConfigError("model.train_input_positions must be 0 (off) or >= num_latents (latents are kept)")
         for name in ("cross_head_group", "self_head_group"):
             g, h = getattr(self, name), self.cross_heads if name.startswith("cross") else self.self_heads
             if g < 0 or (g and h % g):
@@ -154,6 +218,7 @@ class DataConfig:
             _DATA_CONFIGS[section] = cls
 
     def validate(self) -> None:
+        check_ranges(self, "data", {"minimum_crop_length": (0, INT_MAX), "train_seed": (0, INT_MAX)})
         if self.minimum_crop_length < 0:
             raise ConfigError(f"data.minimum_crop_length must be >= 0, got {self.minimum_crop_length}")
         if self.eval_examples < 0:
@@ -204,6 +269,13 @@ class OptimConfig:
     label_smoothing: float = 0.0
     loss_normalization: LossNorm = "sum"  # official: summed over target tokens
 
+    def validate(self) -> None:
+        check_ranges(self, "optim", {
+            "lr": (1e-12, 1e6), "b1": (0, 1 - 1e-12), "b2": (0, 1 - 1e-12), "eps": (1e-30, 1),
+            "warmup_steps": (0, INT_MAX), "decay_steps": (1, INT_MAX), "clip_norm": (0, INF),
+            "weight_decay": (0, INF), "z_loss": (0, INF), "label_smoothing": (0, 1 - 1e-12),
+        })  # fmt: skip
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -231,6 +303,12 @@ class MeshConfig:
     fsdp: int = 1
     tensor: int = 1
 
+    def validate(self) -> None:
+        check_ranges(self, "mesh", {})
+        sizes = (self.data, self.fsdp, self.tensor)
+        if any(s == 0 or s < -1 for s in sizes) or sizes.count(-1) > 1:
+            raise ConfigError(f"mesh axes must be >= 1 or -1 (the rest, at most one axis), got {sizes}")
+
 
 @dataclass(frozen=True)
 class Experiment:
@@ -245,7 +323,21 @@ class Experiment:
     description: str = ""
 
     def validate(self) -> Experiment:
+        for name in ("model", "data", "optim", "train", "mesh"):
+            if not dataclasses.is_dataclass(getattr(self, name)):
+                raise ConfigError(f"config: '{name}' must be an object, got {getattr(self, name)!r}")
+        if not isinstance(self.section, str) or not isinstance(self.preset, str):
+            raise ConfigError("config: section and preset must be strings")
+        if self.scale not in ("paper", "cpu", "smoke", "custom"):
+            raise ConfigError(f"config: scale must be paper, cpu, smoke or custom, got {self.scale!r}")
         self.model.validate()
+        self.optim.validate()
+        self.mesh.validate()
+        check_ranges(self.train, "train", {
+            "steps": (1, INT_MAX - 1), "batch_size": (1, INT_MAX), "grad_accum": (1, INT_MAX), "seed": (0, INT_MAX),
+            "log_every": (1, INT_MAX), "eval_every": (1, INT_MAX), "checkpoint_every": (1, INT_MAX),
+            "keep_checkpoints": (1, 1000), "keep_best_checkpoints": (0, 1000),
+        })  # fmt: skip
         if self.train.batch_size % self.train.grad_accum:
             raise ConfigError(
                 f"train.batch_size={self.train.batch_size} is not divisible by grad_accum={self.train.grad_accum}"

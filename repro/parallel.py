@@ -248,6 +248,9 @@ def maybe_initialize_distributed(
         assert num_processes is not None and process_id is not None
         if not 0 <= process_id < num_processes:
             raise ConfigError(f"--process-id {process_id} is not in [0, {num_processes})")
+        host, _, port = coordinator.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"--coordinator must be host:port, got '{coordinator}'")
         jax.distributed.initialize(coordinator, num_processes, process_id)
         return f"explicit ({num_processes} processes, coordinator {coordinator})"
     launcher = detect_launcher()

@@ -20,8 +20,11 @@ and raises :class:`TrainingInterrupted` (the CLI exits with 130); a second Ctrl-
 
 from __future__ import annotations
 
+import fcntl
 import functools
+import hashlib
 import json
+import os
 import signal
 import threading
 import time
@@ -37,7 +40,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from repro import config as C
-from repro.checkpoint import BEST_METRIC, Checkpointer
+from repro.checkpoint import BEST_METRIC, Checkpointer, restore_verified, state_checksum
 from repro.data.pipeline import Pipeline, Prefetcher
 from repro.eval.evaluate import evaluate
 from repro.model import PerceiverAR, count_params
@@ -49,7 +52,7 @@ from repro.parallel import (
     process_batch_block,
     state_shardings,
 )
-from repro.results import make_row, write_row
+from repro.results import make_row, read_row, write_row
 from repro.runinfo import write_json_atomic
 from repro.train.errors import TrainingDiverged, TrainingInterrupted
 from repro.train.optim import make_optimizer
@@ -149,13 +152,22 @@ def _comparable(d: dict) -> dict:
     return out
 
 
+def config_fingerprint(exp: C.Experiment) -> str:
+    """sha256 of the config minus what may change on resume (step budget, mesh): checkpoints
+    record it, so a checkpoint is never restored into another config, config.json or not."""
+    d = _comparable(json.loads(json.dumps(C.experiment_to_dict(exp))))
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
+
+
 def _check_workdir(workdir: Path, exp: C.Experiment) -> None:
     cfg_path = workdir / "config.json"
     if cfg_path.exists():
         try:
             old = json.loads(cfg_path.read_text())
-        except json.JSONDecodeError:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
             raise C.ConfigError(f"{cfg_path} is not valid JSON; use a fresh --workdir") from None
+        if not isinstance(old, dict) or not all(isinstance(old.get(k, {}), dict) for k in ("train", "mesh")):
+            raise C.ConfigError(f"{cfg_path} is not a run config; use a fresh --workdir")
         new = json.loads(json.dumps(C.experiment_to_dict(exp)))
         if _comparable(new) != _comparable(old):
             raise C.ConfigError(f"{workdir} holds a run with a different config; pass another --workdir (or delete it)")
@@ -215,35 +227,77 @@ def train(
         console = Console(stderr=True, quiet=True)
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    _check_workdir(workdir, exp)
-    if is_main:
-        write_json_atomic(workdir / "config.json", C.experiment_to_dict(exp))
+    with _workdir_lock(workdir, is_main):
+        _check_workdir(workdir, exp)
+        if is_main:
+            write_json_atomic(workdir / "config.json", C.experiment_to_dict(exp))
+        run = build(exp, init=False)
+        ckpt = Checkpointer(workdir, keep=t.keep_checkpoints, keep_best=t.keep_best_checkpoints)
+        try:
+            return _train(exp, section, dataset, workdir, run, ckpt, console, show_progress, is_main, prefetch)
+        finally:
+            ckpt.close()
 
-    run = build(exp, init=False)
-    ckpt = Checkpointer(workdir, keep=t.keep_checkpoints, keep_best=t.keep_best_checkpoints)
-    try:
-        return _train(exp, section, dataset, workdir, run, ckpt, console, show_progress, is_main, prefetch)
-    finally:
-        ckpt.close()
+
+class _workdir_lock:
+    """One writer per run directory: an exclusive ``fcntl`` lock on ``<workdir>/.lock`` held while
+    training (process 0 of a multi-process run); a second ``repro run`` on the same directory
+    stops at once with one line. The kernel drops the lock when the process dies, even by SIGKILL."""
+
+    def __init__(self, workdir: Path, enabled: bool = True):
+        self.path, self.enabled, self.fd = workdir / ".lock", enabled, None
+
+    def __enter__(self):
+        if self.enabled:
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(self.fd)
+                raise C.ConfigError(f"another `repro run` is training in {self.path.parent}; wait for it "
+                                    "(or stop it) and rerun") from None  # fmt: skip
+            os.ftruncate(self.fd, 0)
+            os.write(self.fd, f"{os.getpid()}\n".encode())
+        return self
+
+    def __exit__(self, *exc):
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+        return False
 
 
 def _train(exp, section, dataset: Pipeline, workdir: Path, run: Run, ckpt: Checkpointer, console, show_progress,
            is_main, prefetch):  # fmt: skip
     t = exp.train
     pc = jax.process_count()
-    start = ckpt.latest_step() or 0
+    fingerprint = config_fingerprint(exp)
+
+    def warn(m):
+        console.print(f"[yellow]warning:[/] {m}", highlight=False)
+
+    start, state, meta = restore_verified(ckpt, run.abstract, fingerprint, warn=warn)
     if start:
-        state = ckpt.restore(start, run.abstract)
         run.params, run.opt_state = state["params"], state["opt_state"]
-        meta = ckpt.metadata(start)
         if meta.get("data_position", start) != start:
             raise RuntimeError(f"checkpoint {start} records data position {meta['data_position']}")
+        finished = start >= t.steps or (meta.get("stopped_early") and meta.get("train_steps") == t.steps)
+        recorded = workdir / "results.json"
+        if finished and recorded.is_file():
+            try:
+                row = read_row(recorded)
+            except ValueError:
+                row = None
+            if row is not None and row.get("steps") == start:
+                console.print(f"[bold]finished[/]: {workdir} already holds this run's result at step {start} "
+                              f"(pass a larger --steps to train on)", highlight=False)  # fmt: skip
+                return row
         console.print(f"[bold]resuming[/] from step {start} in {workdir}")
     else:
         fresh = build(exp, mesh=run.mesh)
         run.params, run.opt_state = fresh.params, fresh.opt_state
     runlog = RunLog(workdir / "metrics.jsonl", enabled=is_main)
-    history = read_metrics(runlog.path, warn=lambda m: console.print(f"[yellow]warning:[/] {m}", highlight=False))
+    history = read_metrics(runlog.path, warn=warn)
     history = [r for r in history if r.get("step", 0) <= start]
     if start and is_main:
         runlog.resume(start)  # rows the interrupted session logged after `start` are superseded
@@ -279,6 +333,10 @@ def _train(exp, section, dataset: Pipeline, workdir: Path, run: Run, ckpt: Check
             "data_seed": exp.data.train_seed,
             "mesh": describe(run.mesh),
             "processes": pc,
+            "config_sha256": fingerprint,
+            "train_steps": t.steps,
+            "stopped_early": bool(stopped_early),
+            "state_checksum": state_checksum({"params": run.params, "opt_state": run.opt_state}),
         }
         metrics = {BEST_METRIC: eval_metrics["nats_per_token"]} if eval_metrics else None
         ckpt.save(step, {"params": run.params, "opt_state": run.opt_state}, meta, metrics)
