@@ -33,8 +33,9 @@ run-copy:  ## the copy task's CPU preset (a few minutes)
 	$(BIN)/repro run copy
 
 SCALE ?= cpu
-reproduce-all:  ## every section's presets at SCALE (smoke | cpu | paper), then repro report
-	$(BIN)/repro reproduce --scale $(SCALE) $(if $(FORCE),--force,)
+OUT ?= results
+reproduce-all:  ## every section's presets at SCALE (smoke | cpu | paper), then repro report into OUT
+	$(BIN)/repro reproduce --scale $(SCALE) --runs runs/$(SCALE) --out $(OUT) $(if $(FORCE),--force,)
 
 clean:
 	rm -rf runs .pytest_cache

@@ -88,17 +88,27 @@ def _print_results(sec, row: dict) -> None:
 def list_presets() -> None:
     """List sections and their presets."""
     from experiments import SECTIONS
+    from repro.results import ResultsError, read_row
 
-    table = Table("section", "preset", "scale", "context", "latents", "layers", "description")
+    table = Table("section", "preset", "scale", "context", "latents", "layers", "recorded result", "description")
     table.columns[1].no_wrap = True
+    root = Path(__file__).resolve().parent / "results"
     for name_, sec in SECTIONS.items():
         for name, e in sec.presets.items():
             default = " (default)" if name == sec.default_preset else ""
+            rec = "–"
+            if (root / name_ / name / "results.json").is_file():
+                try:
+                    row = read_row(root / name_ / name / "results.json")
+                    rec = f"{sec.headline.format(row['headline']['value'])} at step {row['steps']:,}"
+                except ResultsError:
+                    pass
             table.add_row(
                 name_, name + default, e.scale, f"{e.model.max_context:,}", str(e.model.num_latents),
-                str(e.model.num_layers), e.description,
+                str(e.model.num_layers), rec, e.description,
             )  # fmt: skip
     out.print(table)
+    out.print(f"recorded results: {root} (repro report writes results/report.md)", highlight=False)
 
 
 @app.command()

@@ -28,10 +28,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from repro.baseline import as_transformer
-from repro.config import Experiment, ModelConfig, OptimConfig, TrainConfig
+from repro.config import Experiment, OptimConfig, TrainConfig
 from repro.data import pg19 as P
 from repro.section import PaperNumber
-from repro.text_section import TextData, TextSection
+from repro.text_section import TextData, TextSection, text_model
 
 NAME = "pg19"
 
@@ -41,16 +41,12 @@ class PG19Data(TextData, section=NAME):
     pass
 
 
-def _text_model(vocab: int, **kw) -> ModelConfig:
-    return ModelConfig(vocab_size=vocab + 3, position_encoding="rotary", **kw)
-
-
 PRESETS: dict[str, Experiment] = {
     "paper": Experiment(
         section=NAME,
         preset="paper",
         scale="paper",
-        model=_text_model(
+        model=text_model(
             32000,
             max_context=2048,
             num_latents=1024,
@@ -71,7 +67,7 @@ PRESETS: dict[str, Experiment] = {
         section=NAME,
         preset="cpu",
         scale="cpu",
-        model=_text_model(
+        model=text_model(
             4096, max_context=512, num_latents=128, d_model=256, num_layers=3, cross_heads=4, self_heads=4, dropout=0.0
         ),  # fmt: skip
         data=PG19Data(corpus="demo", vocab_size=4096, max_train_bytes=10_000_000),
@@ -83,7 +79,7 @@ PRESETS: dict[str, Experiment] = {
         section=NAME,
         preset="smoke",
         scale="smoke",
-        model=_text_model(
+        model=text_model(
             512, max_context=32, num_latents=8, d_model=32, num_layers=1, cross_heads=2, self_heads=2, dropout=0.0
         ),  # fmt: skip
         data=PG19Data(

@@ -27,10 +27,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from repro.baseline import as_transformer
-from repro.config import Experiment, ModelConfig, OptimConfig, TrainConfig
+from repro.config import Experiment, OptimConfig, TrainConfig
 from repro.data import wikitext103 as W
 from repro.section import PaperNumber
-from repro.text_section import TextData, TextSection
+from repro.text_section import TextData, TextSection, text_model
 
 NAME = "wikitext103"
 WT103_WORDS = 267_735  # the WikiText-103 training vocabulary (Merity et al. 2016)
@@ -41,16 +41,12 @@ class WikiTextData(TextData, section=NAME):
     tokenizer: str = "word"
 
 
-def _text_model(vocab: int, **kw) -> ModelConfig:
-    return ModelConfig(vocab_size=vocab + 3, position_encoding="rotary", **kw)
-
-
 PRESETS: dict[str, Experiment] = {
     "paper": Experiment(
         section=NAME,
         preset="paper",
         scale="paper",
-        model=_text_model(
+        model=text_model(
             WT103_WORDS,
             max_context=2048,
             num_latents=1024,
@@ -71,7 +67,7 @@ PRESETS: dict[str, Experiment] = {
         scale="cpu",
         # The demo's word vocabulary (12,319 words with the <unk> rule of repro/data/wikitext103.py)
         # is read from the prepared corpus: model.vocab_size must hold it (checked at start).
-        model=_text_model(
+        model=text_model(
             12_400,
             max_context=512,
             num_latents=128,
@@ -90,7 +86,7 @@ PRESETS: dict[str, Experiment] = {
         section=NAME,
         preset="smoke",
         scale="smoke",
-        model=_text_model(
+        model=text_model(
             12_400, max_context=32, num_latents=8, d_model=32, num_layers=1, cross_heads=2, self_heads=2, dropout=0.0
         ),  # fmt: skip
         data=WikiTextData(corpus="demo", eval_examples=1, prompt_tokens=16, sample_tokens=8),

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from repro.config import ConfigError, CorpusData, Experiment
+from repro.config import ConfigError, CorpusData, Experiment, ModelConfig
 from repro.data.tokens import NUM_RESERVED
 from repro.eval.baselines import unigram
 from repro.section import CorpusSection, Metric, Prompts, SamplingSpec
@@ -36,6 +36,11 @@ class TextData(CorpusData):
         for name in ("max_train_bytes", "prompt_tokens", "sample_tokens"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"data.{name} must be >= 1, got {getattr(self, name)}")
+
+
+def text_model(vocab: int, **kw) -> ModelConfig:
+    """A text model: ``vocab`` tokenizer ids + the 3 reserved ids, rotary positions."""
+    return ModelConfig(vocab_size=vocab + NUM_RESERVED, position_encoding="rotary", **kw)
 
 
 class TextSection(CorpusSection):

@@ -38,6 +38,30 @@ def cli_env(tmp_path_factory):
     }
 
 
+@pytest.fixture
+def cli_inproc(monkeypatch, capsys):
+    """``cli_inproc(*args) -> (exit code, stdout, stderr)``: ``repro ARGS`` run in this process
+    (cli.main, its one-line error handling included), with the test suite's toy section
+    (tests/toy_section.py) added to the discovered sections."""
+    import toy_section
+
+    import cli
+    from experiments import SECTIONS
+
+    def run(*args):
+        monkeypatch.setitem(SECTIONS, "toy", toy_section.SECTION)
+        monkeypatch.setattr(sys, "argv", ["repro", *args])
+        code = 0
+        try:
+            cli.main()
+        except SystemExit as e:
+            code = e.code or 0
+        cap = capsys.readouterr()
+        return code, cap.out, cap.err
+
+    return run
+
+
 @pytest.fixture(scope="session")
 def repro(cli_env):
     """``repro(*args, cwd=None, timeout=600, env=None)``: run the CLI, capture its output."""

@@ -8,16 +8,13 @@ import math
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-import toy_section as toy
 from conftest import repro_cmd
 
-import cli
 from experiments import SECTIONS
 from repro import app
 from repro.checkpoint import Checkpointer
@@ -26,18 +23,6 @@ from repro.eval.metrics import NLLSums, perplexity, word_perplexity
 from repro.train.runlog import RunLog, read_metrics
 
 COPY = SECTIONS["copy"]
-
-
-def _cli(monkeypatch, capsys, *args):
-    monkeypatch.setitem(SECTIONS, "toy", toy.SECTION)
-    monkeypatch.setattr(sys, "argv", ["repro", *args])
-    code = 0
-    try:
-        cli.main()
-    except SystemExit as e:
-        code = e.code or 0
-    cap = capsys.readouterr()
-    return code, cap.out, cap.err
 
 
 def _one_error_line(code, err):
@@ -123,40 +108,40 @@ def test_valid_boundary_values_build(tmp_path):
         ("model.vocab_size=10", "model.vocab_size=10 is smaller than the data's vocabulary"),
     ],
 )
-def test_impossible_values_are_one_line_and_nothing_is_written(monkeypatch, capsys, tmp_path, override, message):
+def test_impossible_values_are_one_line_and_nothing_is_written(cli_inproc, tmp_path, override, message):
     wd = tmp_path / "run"
-    code, _, err = _cli(monkeypatch, capsys, "run", "copy", "--preset", "smoke", "--workdir", str(wd),
+    code, _, err = cli_inproc("run", "copy", "--preset", "smoke", "--workdir", str(wd),
                         "--no-progress", "--set", override)  # fmt: skip
     assert _one_error_line(code, err) and message in err, err
     assert not wd.exists()  # nothing written: the corrected rerun is not refused as "a different config"
 
 
 @pytest.mark.parametrize("bad", ["[]", '"abc"', '{"model": 5}', '{"section": "copy", "model": {"d_model": "64"}}'])
-def test_damaged_config_json_is_one_line(monkeypatch, capsys, tmp_path, bad):
+def test_damaged_config_json_is_one_line(cli_inproc, tmp_path, bad):
     wd = tmp_path / "run"
     (wd / "checkpoints").mkdir(parents=True)
     (wd / "config.json").write_text(bad)
-    code, _, err = _cli(monkeypatch, capsys, "eval", "copy", "--workdir", str(wd))
+    code, _, err = cli_inproc("eval", "copy", "--workdir", str(wd))
     assert _one_error_line(code, err), err
-    code, _, err = _cli(monkeypatch, capsys, "run", "copy", "--preset", "smoke", "--workdir", str(wd))
+    code, _, err = cli_inproc("run", "copy", "--preset", "smoke", "--workdir", str(wd))
     assert _one_error_line(code, err), err
 
 
-def test_config_json_that_is_a_directory(monkeypatch, capsys, tmp_path):
+def test_config_json_that_is_a_directory(cli_inproc, tmp_path):
     wd = tmp_path / "run"
     (wd / "config.json").mkdir(parents=True)
-    code, _, err = _cli(monkeypatch, capsys, "eval", "copy", "--workdir", str(wd))
+    code, _, err = cli_inproc("eval", "copy", "--workdir", str(wd))
     assert _one_error_line(code, err), err
 
 
 # ----------------------------------------------------------------------------- paths
 
 
-def test_bad_workdirs_are_one_line(monkeypatch, capsys, tmp_path):
+def test_bad_workdirs_are_one_line(cli_inproc, tmp_path):
     f = tmp_path / "file"
     f.write_text("x")
     for wd in (f, f / "run", tmp_path / ("x" * 300)):
-        code, _, err = _cli(monkeypatch, capsys, "run", "copy", "--preset", "smoke", "--workdir", str(wd),
+        code, _, err = cli_inproc("run", "copy", "--preset", "smoke", "--workdir", str(wd),
                             "--no-progress")  # fmt: skip
         assert _one_error_line(code, err), (wd, err)
 
@@ -327,9 +312,9 @@ def test_diverging_metrics_stay_finite_or_inf():
         (["--fill", "1000"], "--fill"), (["--seed", "-1"], "--seed"), (["--seed", str(2**40)], "--seed"),
     ],
 )  # fmt: skip
-def test_sample_options(monkeypatch, capsys, copy_run, args, message):
+def test_sample_options(cli_inproc, copy_run, args, message):
     _, wd, _ = copy_run
-    code, _, err = _cli(monkeypatch, capsys, "sample", "copy", "--workdir", str(wd), *args)
+    code, _, err = cli_inproc("sample", "copy", "--workdir", str(wd), *args)
     assert _one_error_line(code, err) and message in err, err
 
 
@@ -343,9 +328,9 @@ def test_sample_options(monkeypatch, capsys, copy_run, args, message):
         (["eval", "copy", "--split", "bogus"], "bogus"),
     ],
 )
-def test_eval_options(monkeypatch, capsys, copy_run, args, message):
+def test_eval_options(cli_inproc, copy_run, args, message):
     _, wd, _ = copy_run
-    code, _, err = _cli(monkeypatch, capsys, *args, "--workdir", str(wd), "--no-progress")
+    code, _, err = cli_inproc(*args, "--workdir", str(wd), "--no-progress")
     assert _one_error_line(code, err) and message in err, err
 
 
@@ -354,15 +339,15 @@ def test_eval_options(monkeypatch, capsys, copy_run, args, message):
     [["--repeats", "0"], ["--batch", "0"], ["--d-model", "0"], ["--matmul-size", "0"], ["--lengths", "1e11"],
      ["--lengths", "1"], ["--heads", "3"], ["--memory-budget-gb", "0"], ["--models", "x"], ["--num-layers", "-1"]],
 )  # fmt: skip
-def test_bench_options_fail_before_measuring(monkeypatch, capsys, tmp_path, args):
-    code, _, err = _cli(monkeypatch, capsys, "bench", "--out", str(tmp_path / "b"), *args)
+def test_bench_options_fail_before_measuring(cli_inproc, tmp_path, args):
+    code, _, err = cli_inproc("bench", "--out", str(tmp_path / "b"), *args)
     assert _one_error_line(code, err), err
     assert not (tmp_path / "b" / "training.json").exists()
 
 
-def test_bench_checks_its_output_directory_first(monkeypatch, capsys, tmp_path):
+def test_bench_checks_its_output_directory_first(cli_inproc, tmp_path):
     (tmp_path / "f").write_text("x")
-    code, _, err = _cli(monkeypatch, capsys, "bench", "--out", str(tmp_path / "f" / "b"), "--lengths", "64")
+    code, _, err = cli_inproc("bench", "--out", str(tmp_path / "f" / "b"), "--lengths", "64")
     assert _one_error_line(code, err) and "cannot write" in err
 
 
@@ -375,9 +360,9 @@ def test_bench_checks_its_output_directory_first(monkeypatch, capsys, tmp_path):
         (["run", "copy", "--num-processes", "2"], "must be given together"),
     ],
 )
-def test_run_options(monkeypatch, capsys, tmp_path, args, message):
+def test_run_options(cli_inproc, monkeypatch, tmp_path, args, message):
     monkeypatch.chdir(tmp_path)
-    code, _, err = _cli(monkeypatch, capsys, *args)
+    code, _, err = cli_inproc(*args)
     assert _one_error_line(code, err) and message in err, err
     assert not (tmp_path / "runs").exists()
 

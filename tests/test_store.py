@@ -1,14 +1,10 @@
 """Prepared corpora (repro/data/store.py) and `repro data prepare / verify / info / demo`, on the
 toy section of tests/toy_section.py: layout, manifest, atomicity, verification, bad input."""
 
-import sys
-
 import numpy as np
 import pytest
 import toy_section as toy
 
-import cli
-from experiments import SECTIONS
 from repro.data.source import DataError, RawFormat
 from repro.data.store import Corpus, content_dtype, list_corpora, prepare, read_manifest, verify
 
@@ -118,32 +114,19 @@ def test_base_format_has_no_reader():
 # ----------------------------------------------------------------------------- the CLI
 
 
-def _cli(monkeypatch, capsys, *args):
-    """`repro ARGS` in this process, with the toy section added to the discovered ones."""
-    monkeypatch.setitem(SECTIONS, "toy", toy.SECTION)
-    monkeypatch.setattr(sys, "argv", ["repro", *args])
-    code = 0
-    try:
-        cli.main()
-    except SystemExit as e:
-        code = e.code or 0
-    cap = capsys.readouterr()
-    return code, cap.out, cap.err
-
-
-def test_cli_data_demo_prepare_verify_info(monkeypatch, capsys, tmp_path):
+def test_cli_data_demo_prepare_verify_info(cli_inproc, tmp_path):
     d = str(tmp_path / "data")
-    code, out, err = _cli(monkeypatch, capsys, "data", "demo", "toy", "--out", str(tmp_path / "raw"))
+    code, out, err = cli_inproc("data", "demo", "toy", "--out", str(tmp_path / "raw"))
     assert code == 0 and "written:" in out
-    code, out, err = _cli(monkeypatch, capsys, "data", "prepare", "toy", "--source", str(tmp_path / "raw"),
+    code, out, err = cli_inproc("data", "prepare", "toy", "--source", str(tmp_path / "raw"),
                           "--data-dir", d)  # fmt: skip
     assert code == 0, err
     assert "train: 12 documents" in out and (tmp_path / "data" / "toy" / "main" / "manifest.json").is_file()
-    code, out, err = _cli(monkeypatch, capsys, "data", "verify", "toy", "--data-dir", d)
+    code, out, err = cli_inproc("data", "verify", "toy", "--data-dir", d)
     assert code == 0 and out.startswith("ok:")
-    code, out, err = _cli(monkeypatch, capsys, "data", "info", "--data-dir", d)
+    code, out, err = cli_inproc("data", "info", "--data-dir", d)
     assert code == 0 and "toy/main" in out
-    code, out, err = _cli(monkeypatch, capsys, "data", "prepare", "toy", "--demo", "--data-dir", d)
+    code, out, err = cli_inproc("data", "prepare", "toy", "--demo", "--data-dir", d)
     assert code == 0 and (tmp_path / "data" / "toy" / "demo" / "manifest.json").is_file()
 
 
@@ -158,16 +141,16 @@ def test_cli_data_demo_prepare_verify_info(monkeypatch, capsys, tmp_path):
         (["data", "prepare", "toy", "--source", ".", "--preset", "nope"], "unknown preset 'nope'"),
     ],
 )
-def test_cli_data_bad_input_is_one_line(monkeypatch, capsys, tmp_path, args, message):
+def test_cli_data_bad_input_is_one_line(cli_inproc, monkeypatch, tmp_path, args, message):
     monkeypatch.chdir(tmp_path)
-    code, out, err = _cli(monkeypatch, capsys, *args)
+    code, out, err = cli_inproc(*args)
     lines = [x for x in err.splitlines() if x.strip()]
     assert code == 2 and len(lines) == 1 and message in lines[0] and lines[0].startswith("error:"), err
     assert not (tmp_path / "data").exists()
 
 
-def test_cli_demo_refuses_a_nonempty_directory(monkeypatch, capsys, tmp_path):
+def test_cli_demo_refuses_a_nonempty_directory(cli_inproc, tmp_path):
     (tmp_path / "x").mkdir()
     (tmp_path / "x" / "keep.txt").write_text("mine")
-    code, _, err = _cli(monkeypatch, capsys, "data", "demo", "toy", "--out", str(tmp_path / "x"))
+    code, _, err = cli_inproc("data", "demo", "toy", "--out", str(tmp_path / "x"))
     assert code == 2 and "not empty" in err and (tmp_path / "x" / "keep.txt").read_text() == "mine"

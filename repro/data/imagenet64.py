@@ -548,6 +548,10 @@ class ImageNet64Format(RawFormat):
             yield _doc(decode_image(images[0], label), f"{path.name}#{i}", len(images[0]))
 
     # -------------------------------------------------------------------- the model's sequence
+    def num_tokens(self, num_content: np.ndarray, data_cfg: Any) -> np.ndarray:
+        """Every image has ``sequence_length`` tokens (no need to build 1.28M sequences to count)."""
+        return np.full(len(num_content), sequence_length(data_cfg), np.int64)
+
     def tokens(self, content: np.ndarray, data_cfg: Any) -> np.ndarray:
         """SOS, the image's sub-pixel values (at the config's resolution and ordering) + 3, EOS."""
         values = order_values(image_at(content, data_cfg), ordering_of(data_cfg)).astype(np.int32) + NUM_RESERVED

@@ -141,6 +141,11 @@ class RawFormat:
         c = np.asarray(content, np.int32) + NUM_RESERVED
         return np.concatenate([[SOS_ID], c, [EOS_ID]]).astype(np.int32)
 
+    def num_tokens(self, num_content: np.ndarray, data_cfg: Any) -> np.ndarray | None:
+        """Token counts of documents with ``num_content`` content ids each, when ``tokens``
+        changes lengths in a known way (e.g. a lower image resolution); None: build each."""
+        return None
+
     def augments(self, data_cfg: Any) -> bool:
         """Does ``data_cfg`` ask for training-time augmentation (:meth:`augment`)?"""
         return False

@@ -307,9 +307,10 @@ class Corpus(DocumentSource):
             if self._default_tokens:
                 self._train_lengths = content + 2  # SOS and EOS
             else:  # the format may change lengths (e.g. a lower image resolution)
-                self._train_lengths = np.array(
+                known = self.fmt.num_tokens(content, self.cfg)
+                self._train_lengths = np.asarray(known) if known is not None else np.array(
                     [len(self.fmt.tokens(self.content("train", i), self.cfg)) for i in range(len(content))]
-                )
+                )  # fmt: skip
         return self._train_lengths
 
     @property

@@ -298,9 +298,9 @@ def _train(exp, section, dataset: Pipeline, workdir: Path, run: Run, ckpt: Check
         run.params, run.opt_state = fresh.params, fresh.opt_state
     runlog = RunLog(workdir / "metrics.jsonl", enabled=is_main)
     history = read_metrics(runlog.path, warn=warn)
-    history = [r for r in history if r.get("step", 0) <= start]
-    if start and is_main:
+    if history and is_main:
         runlog.resume(start)  # rows the interrupted session logged after `start` are superseded
+    history = [r for r in history if r.get("step", 0) <= start]
 
     data_sh = batch_sharding(run.mesh)
     block, blocks = process_batch_block(data_sh, t.batch_size)
