@@ -18,14 +18,15 @@ _PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy")
 
 
 def git_sha() -> str:
-    """HEAD of the repo this package lives in, with ``-dirty`` if it has uncommitted changes."""
+    """HEAD of the repo this package lives in, with ``-dirty`` if its code has uncommitted changes
+    (files under ``results/`` are outputs, not code, and do not count)."""
     here = Path(__file__).resolve().parent
     try:
         sha = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, check=True, timeout=10
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ":(top)", ":(top,exclude)results"],
             cwd=here, capture_output=True, text=True, timeout=10,
         ).stdout.strip()  # fmt: skip
         return sha + ("-dirty" if dirty else "")

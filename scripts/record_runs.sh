@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Train, sample and copy the record of cpu-scale runs into results/<section>/<preset>/.
 #   scripts/record_runs.sh SCRATCH section/preset [section/preset ...]
-# Runs (run directories, prepared demo corpora) live under SCRATCH; what is copied into results/
-# is results.json (the one-schema row: config, data hash, steps, device, git SHA), config.json,
-# metrics.jsonl and the samples. Run it from a clean checkout: the git SHA is part of the record.
+# Runs (run directories, prepared demo corpora) live under SCRATCH; the record of each run goes to
+# SCRATCH/results/<section>/<preset>/ (results.json: the one-schema row with config, data hash,
+# steps, device, git SHA; config.json, metrics.jsonl, the samples), to be copied into results/.
+# Run it from a clean checkout: the git SHA is part of the record.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scratch=$1; shift
@@ -19,7 +20,7 @@ for item in "$@"; do
     "$BIN/repro" sample "$section" --workdir "$wd" --num 8 || echo "sampling $section/$preset failed"
   fi
   end=$(date +%s)
-  dest="results/$section/$preset"
+  dest="$scratch/results/$section/$preset"
   rm -rf "$dest"; mkdir -p "$dest"
   cp "$wd/results.json" "$wd/config.json" "$wd/metrics.jsonl" "$dest/"
   [ -d "$wd/samples" ] && cp -r "$wd/samples" "$dest/samples"
