@@ -532,6 +532,16 @@ def _check_writable(d: Path) -> None:
 
 
 def main() -> None:
+    """Console entry point (see ``_main``). Whatever the outcome, once the command is over a
+    Ctrl-C during interpreter teardown (JAX's thread pools take a moment) must not kill the
+    process with SIGINT: SIG_IGN survives finalisation, which resets Python-level handlers."""
+    try:
+        _main()
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _main() -> None:
     """Console entry point: user errors become one line on stderr and exit code 2."""
     from repro.config import ConfigError
     from repro.data.source import DataError

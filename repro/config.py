@@ -271,7 +271,7 @@ class OptimConfig:
 
     def validate(self) -> None:
         check_ranges(self, "optim", {
-            "lr": (1e-12, 1e6), "b1": (0, 1 - 1e-12), "b2": (0, 1 - 1e-12), "eps": (1e-30, 1),
+            "lr": (1e-12, INF), "b1": (0, 1 - 1e-12), "b2": (0, 1 - 1e-12), "eps": (1e-30, 1),
             "warmup_steps": (0, INT_MAX), "decay_steps": (1, INT_MAX), "clip_norm": (0, INF),
             "weight_decay": (0, INF), "z_loss": (0, INF), "label_smoothing": (0, 1 - 1e-12),
         })  # fmt: skip
