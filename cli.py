@@ -296,7 +296,7 @@ def _file_progress():
 
 
 def _print_manifest(m: dict, path: Path) -> None:
-    out.print(f"[bold]{m['section']}/{m['corpus']}[/]: {m['dataset']} ({m['source']['variant']}), "
+    out.print(f"[bold]{m['section']}/{m['corpus']}[/]: {m['dataset']}, "
               f"tokenizer {m['tokenizer']['identity']} ({m['tokenizer']['vocab_size']:,} ids), in {path}",
               highlight=False)  # fmt: skip
     for split, s in m["splits"].items():
@@ -384,7 +384,7 @@ def data_demo(
     sec = _corpus_section(section)
     if out_dir.exists() and any(out_dir.iterdir()):
         raise UserError(f"{out_dir} is not empty")
-    src = sec.raw_format.demo(out_dir)
+    src = sec.write_demo(out_dir)
     out.print(f"written: {src} ({sec.demo_name}); next: repro data prepare {section} --source {src} --demo",
               highlight=False)  # fmt: skip
 

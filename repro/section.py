@@ -162,6 +162,9 @@ class Section:
         return self.presets[name]
 
 
+DEMO_MARKER = "REPRO_DEMO.txt"  # in a demo raw directory: prepared corpora from it are labelled demo
+
+
 class CorpusSection(Section):
     """A section that trains on a corpus prepared by ``raw_format`` (``repro data prepare``).
 
@@ -202,7 +205,9 @@ class CorpusSection(Section):
         """Prepare ``source_dir`` (the official raw layout) into this data config's corpus dir."""
         from repro.data.store import prepare
 
-        demo = data_cfg.corpus == "demo"
+        # A demo corpus is labelled as one whatever it is prepared as: `repro data demo` and the
+        # automatic demo build leave a marker in the raw data.
+        demo = data_cfg.corpus == "demo" or (Path(source_dir) / DEMO_MARKER).is_file()
         return prepare(
             self.raw_format, source_dir, self.corpus_dir(data_cfg, data_dir), self.prepare_options(data_cfg),
             corpus=data_cfg.corpus, is_paper_data=not demo and self.is_paper_source(source_dir),
@@ -220,12 +225,21 @@ class CorpusSection(Section):
             import shutil
 
             shutil.rmtree(raw, ignore_errors=True)
-            src = Path(self.raw_format.demo(raw))
+            src = self.write_demo(raw)
             done.write_text(str(src.relative_to(raw)) + "\n")
         raw = raw / done.read_text().strip()
         if log:
             log(f"preparing the {self.name} demo corpus into {self.corpus_dir(data_cfg, data_dir)}")
         return self.prepare(data_cfg, raw, data_dir, progress=progress, warn=log)
+
+    def write_demo(self, out: Path) -> Path:
+        """The demo raw data under ``out`` (official layout) with the demo marker; returns the
+        source directory to prepare."""
+        src = Path(self.raw_format.demo(Path(out)))
+        (src / DEMO_MARKER).write_text(
+            f"{self.demo_name}\nwritten by repro for section {self.name}; not the paper's data\n"
+        )
+        return src
 
     def is_paper_source(self, source_dir: Path) -> bool:
         """Is ``source_dir`` the dataset the paper reports on? (ImageNet: not the npz variant.)"""

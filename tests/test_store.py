@@ -122,6 +122,9 @@ def test_cli_data_demo_prepare_verify_info(cli_inproc, tmp_path):
                           "--data-dir", d)  # fmt: skip
     assert code == 0, err
     assert "train: 12 documents" in out and (tmp_path / "data" / "toy" / "main" / "manifest.json").is_file()
+    # Demo raw data prepared as the main corpus is still labelled a demo, never the paper's data.
+    m = read_manifest(tmp_path / "data" / "toy" / "main")
+    assert m["dataset"] == toy.SECTION.demo_name and m["is_paper_data"] is False
     code, out, err = cli_inproc("data", "verify", "toy", "--data-dir", d)
     assert code == 0 and out.startswith("ok:")
     code, out, err = cli_inproc("data", "info", "--data-dir", d)
