@@ -215,12 +215,12 @@ class ImageNetSection(CorpusSection):
         outdir.mkdir(parents=True, exist_ok=True)
         files = {}
         if unc:
-            files["unconditional"] = str(outdir / "unconditional.png")
+            files["unconditional"] = "unconditional.png"
             I.write_grid(outdir / "unconditional.png", unc, ncols=min(8, len(unc)), scale=scale)
         if comp:
             pairs = [x for o, c in zip(orig, comp, strict=True) for x in (o, c)]
             caps = [t for _ in comp for t in ("original", "completion")]
-            files["completions"] = str(outdir / "completions.png")
+            files["completions"] = "completions.png"
             I.write_grid(outdir / "completions.png", pairs, ncols=min(8, len(pairs)), scale=scale, captions=caps)
         summary = {
             "section": NAME,
