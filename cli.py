@@ -435,14 +435,9 @@ def reproduce(
         for preset, exp in sec.presets.items():
             if exp.scale != scale:
                 continue
-            wd = runs_dir / name / preset
-            if (wd / "results.json").is_file() and (wd / "checkpoints").is_dir():
-                row = json.loads((wd / "results.json").read_text())
-                if row.get("steps", 0) >= exp.train.steps or row.get("stopped_early"):
-                    err.print(f"{name}/{preset}: finished ({wd / 'results.json'}), not retrained", highlight=False)
-                    continue
             err.print(f"[bold]{name}/{preset}[/]", highlight=False)
-            A.run(sec, exp, wd, data_dir=data_dir, console=err, show_progress=False)
+            # A finished run prints its recorded result and trains nothing (repro/train/loop.py).
+            A.run(sec, exp, runs_dir / name / preset, data_dir=data_dir, console=err, show_progress=False)
     files = write_report(SECTIONS, [runs_dir, out_dir], out_dir, deviations=Path("docs/deviations.md"))
     out.print("written: " + ", ".join(str(p) for p in files.values()), highlight=False)
 
