@@ -438,7 +438,8 @@ def reproduce(
             err.print(f"[bold]{name}/{preset}[/]", highlight=False)
             # A finished run prints its recorded result and trains nothing (repro/train/loop.py).
             A.run(sec, exp, runs_dir / name / preset, data_dir=data_dir, console=err, show_progress=False)
-    files = write_report(SECTIONS, [runs_dir, out_dir], out_dir, deviations=Path("docs/deviations.md"))
+    paths = [p for p in (runs_dir, out_dir) if p.exists()]  # the new runs and the recorded results
+    files = write_report(SECTIONS, paths, out_dir, deviations=Path("docs/deviations.md"))
     out.print("written: " + ", ".join(str(p) for p in files.values()), highlight=False)
 
 
