@@ -551,7 +551,7 @@ def _main() -> None:
     except OSError as e:  # a filesystem error: read-only, full, not a directory, name too long
         where = f"{e.filename}: " if getattr(e, "filename", None) else ""
         err.print(f"[red]error:[/] {where}{e.strerror or e}", highlight=False)
-        sys.exit(2)
+        _hard_exit(2)  # no teardown: Orbax's threads would print their copy of the error again
     except typer.Exit as e:
         sys.exit(e.exit_code)
     except (typer.Abort, KeyboardInterrupt):

@@ -17,7 +17,9 @@ the ``keep_best`` best by eval nats/token (lower is better) are kept; the rest a
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +35,47 @@ class _NoMetricsWarning(logging.Filter):
     """Orbax warns on every save without metrics (checkpoints between evaluations have none)
     and on every read-only open (what `repro eval` / `sample` ask for): neither is news."""
 
-    _QUIET = ("did not provide metrics", "read_only=True, setting save_interval_steps", "directory is read only")
+    _QUIET = (
+        "did not provide metrics",
+        "read_only=True, setting save_interval_steps",
+        "directory is read only",
+        "_SignalingThread.run() raised an exception",  # the same error, raised again in the caller
+    )
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not any(q in record.getMessage() for q in self._QUIET)
 
 
 logging.getLogger("absl").addFilter(_NoMetricsWarning())
+
+
+def _quiet_unraisable(unraisable) -> None:
+    pass
+
+
+def _drop_closed_loop_echoes(hook):
+    """An unraisable hook that drops "Event loop is closed" (tensorstore's callbacks into Orbax's
+    event loop after a failed write) and passes everything else to ``hook``."""
+
+    def drop(unraisable):
+        if isinstance(unraisable.exc_value, RuntimeError) and "Event loop is closed" in str(unraisable.exc_value):
+            return
+        hook(unraisable)
+
+    return drop
+
+
+def _quiet_background_threads() -> None:
+    """After a failed save Orbax's writer threads die one by one, each printing the same error
+    (or "Event loop is closed") as a traceback; the caller reports the error once and the process
+    is about to stop, so their echoes are silenced."""
+    import sys
+    import threading
+
+    threading.excepthook = lambda args: None
+    sys.unraisablehook = _quiet_unraisable
+    logging.getLogger("absl").setLevel(logging.CRITICAL)
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
 
 
 def _best_metric(metrics: dict[str, Any]) -> float:
@@ -103,13 +139,33 @@ class Checkpointer:
         }
         if metrics:
             meta["metrics"] = metrics
-        self.manager.save(
-            step,
-            args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
-            metrics=metrics,
-            force=True,
-        )
-        self.manager.wait_until_finished()
+        import sys
+
+        prev_hook = sys.unraisablehook
+        sys.unraisablehook = _drop_closed_loop_echoes(prev_hook)
+        try:
+            self.manager.save(
+                step,
+                args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+                metrics=metrics,
+                force=True,
+            )
+            self.manager.wait_until_finished()
+        except Exception as e:  # noqa: BLE001 - Orbax / tensorstore wrap filesystem errors in ValueError
+            msg = str(e)
+            fs_errors = (("No space left", errno.ENOSPC), ("Read-only file system", errno.EROFS),
+                         ("Permission denied", errno.EACCES), ("RESOURCE_EXHAUSTED", errno.ENOSPC))  # fmt: skip
+            for needle, code in fs_errors:
+                if needle in msg:
+                    _quiet_background_threads()
+                    last = self.latest_step()
+                    kept = f"the checkpoint at step {last} is kept" if last else "no earlier checkpoint"
+                    raise OSError(code, f"cannot write the checkpoint of step {step} ({os.strerror(code)}); {kept}",
+                                  str(self.dir)) from None  # fmt: skip
+            raise
+        finally:
+            if sys.unraisablehook is not _quiet_unraisable:
+                sys.unraisablehook = prev_hook
 
     def restore(self, step: int, like: Any) -> Any:
         """Restore the state into the structure, shapes, dtypes and shardings of ``like``

@@ -400,3 +400,44 @@ def test_concurrent_run_refuses(tmp_path, cli_env):
     ck = Checkpointer(wd, read_only=True)
     assert ck.latest_step() is not None
     ck.close()
+
+
+# ----------------------------------------------------------------------------- real small filesystems
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """``tmpfs(options) -> mount point``: a small tmpfs (e.g. "ro" or "size=256k"), unmounted after;
+    skips where this machine does not let the test mount one."""
+    mounts = []
+
+    def mount(options: str) -> Path:
+        d = tmp_path / f"mnt{len(mounts)}"
+        d.mkdir()
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(d)], capture_output=True)
+        if r.returncode:
+            pytest.skip(f"cannot mount a tmpfs here ({r.stderr.decode().strip()[:80]})")
+        mounts.append(d)
+        return d
+
+    yield mount
+    for d in mounts:
+        subprocess.run(["umount", str(d)], capture_output=True)
+
+
+@pytest.mark.e2e
+def test_read_only_filesystem_is_one_line(tmpfs, repro):
+    d = tmpfs("ro,size=1m")
+    r = repro("run", "copy", "--preset", "smoke", "--workdir", str(d / "run"), "--no-progress")
+    assert _one_error_line(r.returncode, r.stderr) and "Read-only" in r.stderr, r.stderr
+
+
+@pytest.mark.e2e
+def test_full_filesystem_while_checkpointing_is_one_line_and_keeps_nothing_half_written(tmpfs, repro):
+    d = tmpfs("size=256k")  # room for config and logs, not for the first checkpoint
+    r = repro("run", "copy", "--preset", "smoke", "--workdir", str(d / "run"), "--no-progress")
+    lines = [x for x in r.stderr.splitlines() if x.startswith("error:")]
+    assert r.returncode == 2 and len(lines) == 1 and "No space left on device" in lines[0], r.stderr[-3000:]
+    assert "Traceback" not in r.stderr
+    assert not [p for p in (d / "run" / "checkpoints").iterdir() if p.name.isdigit()]  # no finished-looking step
+    assert json.loads((d / "run" / "config.json").read_text())["preset"] == "smoke"
