@@ -441,3 +441,19 @@ def test_full_filesystem_while_checkpointing_is_one_line_and_keeps_nothing_half_
     assert "Traceback" not in r.stderr
     assert not [p for p in (d / "run" / "checkpoints").iterdir() if p.name.isdigit()]  # no finished-looking step
     assert json.loads((d / "run" / "config.json").read_text())["preset"] == "smoke"
+
+
+def test_a_second_ctrl_c_during_a_checkpoint_write_waits_for_it():
+    from repro.train.loop import _StopRequest
+
+    stop = _StopRequest()
+    stop._handle(signal.SIGINT, None)  # first Ctrl-C: save and stop at the next step
+    assert stop.signum == signal.SIGINT
+    written = []
+    with pytest.raises(KeyboardInterrupt):
+        with stop.critical():
+            stop._handle(signal.SIGINT, None)  # second Ctrl-C in the middle of the write: deferred
+            written.append("checkpoint complete")
+    assert written == ["checkpoint complete"]
+    with pytest.raises(KeyboardInterrupt):  # outside a write the second Ctrl-C stops at once
+        stop._handle(signal.SIGINT, None)

@@ -20,6 +20,7 @@ and raises :class:`TrainingInterrupted` (the CLI exits with 130); a second Ctrl-
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import functools
 import hashlib
@@ -179,6 +180,8 @@ class _StopRequest:
     def __init__(self):
         self.signum: int | None = None
         self._old: dict[int, Any] = {}
+        self._critical = 0  # > 0 while a checkpoint is being written
+        self._abort_pending = False
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
@@ -188,8 +191,23 @@ class _StopRequest:
 
     def _handle(self, signum, frame):
         if self.signum is not None and signum == signal.SIGINT:
+            if self._critical:  # a second Ctrl-C while a checkpoint is written: abort right after it
+                self._abort_pending = True
+                return
             raise KeyboardInterrupt  # a second Ctrl-C: stop now, without saving
         self.signum = signum
+
+    @contextlib.contextmanager
+    def critical(self):
+        """A checkpoint write: a second Ctrl-C waits for it to finish (an interrupted Orbax save
+        would leave its writer threads printing tracebacks), then aborts."""
+        self._critical += 1
+        try:
+            yield
+        finally:
+            self._critical -= 1
+        if self._abort_pending and not self._critical:
+            raise KeyboardInterrupt
 
     def __exit__(self, *exc):
         for s, h in self._old.items():
@@ -413,7 +431,8 @@ def _train(exp, section, dataset: Pipeline, workdir: Path, run: Run, ckpt: Check
                 best_candidate = eval_now is not None and t.keep_best_checkpoints > 0
                 if step % t.checkpoint_every == 0 or step == t.steps or stopped_early or stop_now or best_candidate:
                     check_finite(step)
-                    save(step, eval_now)
+                    with stop.critical():
+                        save(step, eval_now)
                 progress.update(task, completed=step)
                 if stop_now:
                     name = signal.Signals(stop.signum).name if stop.signum else "a stop request on another process"
