@@ -35,7 +35,7 @@ import numpy as np
 from repro.config import CorpusData, Experiment, ModelConfig, OptimConfig, TrainConfig
 from repro.data import imagenet64 as I
 from repro.data.tokens import EOS_ID, NUM_RESERVED, SOS_ID
-from repro.section import CorpusSection, Metric, PaperNumber, Prompts, SamplingSpec
+from repro.section import SMOKE_OPTIM, SMOKE_TRAIN, CorpusSection, Metric, PaperNumber, Prompts, SamplingSpec
 
 NAME = "imagenet64"
 
@@ -104,8 +104,8 @@ PRESETS: dict[str, Experiment] = {
             8, max_context=193, num_latents=32, d_model=32, num_layers=1, cross_heads=2, self_heads=2, dropout=0.0
         ),  # fmt: skip
         data=ImageNetData(corpus="demo", resolution=8, eval_examples=4),
-        optim=OptimConfig(lr=3e-3, warmup_steps=5),
-        train=TrainConfig(steps=10, batch_size=4, log_every=5, eval_every=10, checkpoint_every=10),
+        optim=SMOKE_OPTIM,
+        train=SMOKE_TRAIN,
         description="tiny, for tests (8x8 demo images)",
     ),
 }

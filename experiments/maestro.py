@@ -35,7 +35,7 @@ from repro.data import maestro as MA
 from repro.data import midi_events as ME
 from repro.data.tokens import NUM_RESERVED, SOS_ID
 from repro.eval.baselines import unigram
-from repro.section import CorpusSection, Metric, PaperNumber, Prompts, SamplingSpec
+from repro.section import SMOKE_OPTIM, SMOKE_TRAIN, CorpusSection, Metric, PaperNumber, Prompts, SamplingSpec
 
 NAME = "maestro"
 
@@ -144,8 +144,8 @@ PRESETS: dict[str, Experiment] = {
             position_encoding="rotary",
         ),  # fmt: skip
         data=MaestroData(corpus="demo", eval_examples=2, augment=True, prompt_events=16, sample_events=16),
-        optim=OptimConfig(lr=3e-3, warmup_steps=5),
-        train=TrainConfig(steps=10, batch_size=4, log_every=5, eval_every=10, checkpoint_every=10),
+        optim=SMOKE_OPTIM,
+        train=SMOKE_TRAIN,
         description="tiny, for tests (augmentation on, to exercise it)",
     ),
 }

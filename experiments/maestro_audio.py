@@ -25,7 +25,7 @@ from repro.config import ConfigError, CorpusData, Experiment, ModelConfig, Optim
 from repro.data import maestro as MA
 from repro.data.tokens import NUM_RESERVED, SOS_ID
 from repro.sample.sampler import codebook_constraint
-from repro.section import CorpusSection, Metric, Prompts, SamplingSpec
+from repro.section import SMOKE_OPTIM, SMOKE_TRAIN, CorpusSection, Metric, Prompts, SamplingSpec
 
 NAME = "maestro_audio"
 CODES = 1024
@@ -87,8 +87,8 @@ PRESETS["smoke"] = Experiment(
         position_encoding="rotary",
     ),  # fmt: skip
     data=AudioData(corpus="demo", levels=4, eval_examples=2),
-    optim=OptimConfig(lr=3e-3, warmup_steps=5),
-    train=TrainConfig(steps=10, batch_size=4, log_every=5, eval_every=10, checkpoint_every=10),
+    optim=SMOKE_OPTIM,
+    train=SMOKE_TRAIN,
     description="synthetic 4-level codes through the real loader, for tests",
 )
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from repro.baseline import as_transformer
 from repro.config import Experiment, OptimConfig, TrainConfig
 from repro.data import pg19 as P
-from repro.section import PaperNumber
+from repro.section import SMOKE_OPTIM, SMOKE_TRAIN, PaperNumber
 from repro.text_section import TextData, TextSection, text_model
 
 NAME = "pg19"
@@ -85,8 +85,8 @@ PRESETS: dict[str, Experiment] = {
         data=PG19Data(
             corpus="demo", vocab_size=512, max_train_bytes=300_000, eval_examples=1, prompt_tokens=16, sample_tokens=8
         ),  # fmt: skip
-        optim=OptimConfig(lr=3e-3, warmup_steps=5),
-        train=TrainConfig(steps=10, batch_size=4, log_every=5, eval_every=10, checkpoint_every=10),
+        optim=SMOKE_OPTIM,
+        train=SMOKE_TRAIN,
         description="tiny, for tests",
     ),
 }

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from repro.baseline import as_transformer
 from repro.config import Experiment, OptimConfig, TrainConfig
 from repro.data import wikitext103 as W
-from repro.section import PaperNumber
+from repro.section import SMOKE_OPTIM, SMOKE_TRAIN, PaperNumber
 from repro.text_section import TextData, TextSection, text_model
 
 NAME = "wikitext103"
@@ -90,8 +90,8 @@ PRESETS: dict[str, Experiment] = {
             12_400, max_context=32, num_latents=8, d_model=32, num_layers=1, cross_heads=2, self_heads=2, dropout=0.0
         ),  # fmt: skip
         data=WikiTextData(corpus="demo", eval_examples=1, prompt_tokens=16, sample_tokens=8),
-        optim=OptimConfig(lr=3e-3, warmup_steps=5),
-        train=TrainConfig(steps=10, batch_size=4, log_every=5, eval_every=10, checkpoint_every=10),
+        optim=SMOKE_OPTIM,
+        train=SMOKE_TRAIN,
         description="tiny, for tests",
     ),
 }

@@ -19,9 +19,13 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from repro.config import ConfigError, DataConfig, Experiment
+from repro.config import ConfigError, DataConfig, Experiment, OptimConfig, TrainConfig
 from repro.data.pipeline import DocumentSource, Pipeline
 from repro.data.source import DataError, RawFormat
+
+# Every section's smoke preset trains like this: a few steps of a tiny model, for tests.
+SMOKE_OPTIM = OptimConfig(lr=3e-3, warmup_steps=5)
+SMOKE_TRAIN = TrainConfig(steps=10, batch_size=4, log_every=5, eval_every=10, checkpoint_every=10)
 
 
 @dataclass(frozen=True)
