@@ -37,6 +37,7 @@ def _prepare_demo(sec, exp, data_dir):
             pytest.skip("the PG-19 demo needs r-cran-janeaustenr's .deb: run `make setup`")
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("name", SMOKE)
 def test_smoke_preset_end_to_end(name, data_dir, tmp_path):
     sec = SECTIONS[name]
@@ -85,6 +86,7 @@ def test_a_cpu_preset_on_real_data_asks_for_that_corpus(tmp_path):
         app.pipeline_for(sec, real, tmp_path)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("layout", ["tar", "npz"])
 def test_imagenet_other_layouts_prepare_train_and_evaluate(layout, tmp_path):
     """The tar and Chrabaszcz-npz layouts through the real prepare code to a trained, evaluated run;
