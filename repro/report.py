@@ -137,8 +137,8 @@ def _curves(path: Path, row: dict[str, Any], out: Path) -> Path | None:
     for name, base in row.get("baselines", {}).items():
         b.axhline(base["value"], ls="--", lw=1, color="gray")
         b.annotate(name, (0, base["value"]), xycoords=("axes fraction", "data"), fontsize=8, color="gray")
-    b.set(xlabel="step", ylabel=f"eval {row['headline']['label']} ({row['headline']['unit']})",
-          title=row["dataset"]["name"][:48])  # fmt: skip
+    b.set(xlabel="step", ylabel=f"eval {row['headline']['label']} ({row['headline']['unit']})")
+    b.set_title(row["dataset"]["name"], fontsize=8)
     fig.tight_layout()
     dst = out / "plots" / f"curves_{row['section']}_{row['preset']}.png"
     dst.parent.mkdir(parents=True, exist_ok=True)
