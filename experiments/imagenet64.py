@@ -35,6 +35,7 @@ import numpy as np
 from repro.config import CorpusData, Experiment, ModelConfig, OptimConfig, TrainConfig
 from repro.data import imagenet64 as I
 from repro.data.tokens import EOS_ID, NUM_RESERVED, SOS_ID
+from repro.sample.sampler import periodic_constraint
 from repro.section import SMOKE_OPTIM, SMOKE_TRAIN, CorpusSection, Metric, PaperNumber, Prompts, SamplingSpec
 
 NAME = "imagenet64"
@@ -183,7 +184,7 @@ class ImageNetSection(CorpusSection):
             return pos[np.clip(offsets_BxT, 0, n + 1)]
 
         return SamplingSpec(defaults={"temperature": 1.0}, positions_fn=positions_fn,
-                            allowed=_constraint(table.tobytes(), table.shape))  # fmt: skip
+                            allowed=periodic_constraint(table, start=1))  # fmt: skip
 
     def prompts(self, exp: Experiment, source, num: int, prompt: str | None) -> Prompts:
         """``num`` unconditional samples (SOS only) and ``num`` completions of the top half of the
@@ -233,27 +234,6 @@ class ImageNetSection(CorpusSection):
         }
         write_json_atomic(outdir / "samples.json", summary)
         return summary
-
-
-class _constraint:
-    """The per-position allowed-token table as a hashable, jax-traceable callable (the sampler's
-    jit caches on it): row ``offset - 1`` for the token at sequence offset ``offset``."""
-
-    def __init__(self, table_bytes: bytes, shape: tuple[int, int]):
-        self.key = (table_bytes, shape)
-        self.table = np.frombuffer(table_bytes, bool).reshape(shape)
-
-    def __hash__(self):
-        return hash(self.key)
-
-    def __eq__(self, other):
-        return isinstance(other, _constraint) and self.key == other.key
-
-    def __call__(self, offset_B):
-        import jax.numpy as jnp
-
-        t = jnp.asarray(self.table)
-        return t[jnp.clip(offset_B - 1, 0, t.shape[0] - 1)]
 
 
 SECTION = ImageNetSection(PRESETS, DEFAULT_PRESET)

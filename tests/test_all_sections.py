@@ -133,3 +133,21 @@ def test_audio_samples_respect_the_code_levels():
         ids = g[g >= 3] - 3
         assert len(ids) == 24
         np.testing.assert_array_equal(ids // 1024, np.arange(24) % L)  # level (offset - 1) mod L
+
+
+def test_image_samples_are_sub_pixel_values_then_eos():
+    import numpy as np
+    from flax import nnx
+
+    from repro.model import PerceiverAR
+    from repro.sample.sampler import SampleConfig, generate
+
+    sec = SECTIONS["imagenet64"]
+    exp = sec.presets["smoke"]  # 8x8: 192 sub-pixels
+    spec = sec.sampling(exp)
+    model = PerceiverAR(exp.model, rngs=nnx.Rngs(0))
+    out = generate(model, [np.array([2], np.int32)] * 2, 200, SampleConfig(temperature=1.0, seed=1),
+                   positions_fn=spec.positions_fn, allowed=spec.allowed)  # fmt: skip
+    for g in out.generated:
+        assert len(g) == 193 and g[-1] == 1  # 192 values, then EOS (the only token allowed there)
+        assert ((g[:-1] >= 3) & (g[:-1] < 259)).all()
