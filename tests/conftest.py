@@ -49,6 +49,7 @@ def cli_inproc(monkeypatch, capsys):
     from experiments import SECTIONS
 
     def run(*args):
+        monkeypatch.setattr(cli, "_HARD_EXIT", False)  # os._exit would end the test process
         monkeypatch.setitem(SECTIONS, "toy", toy_section.SECTION)
         monkeypatch.setattr(sys, "argv", ["repro", *args])
         code = 0
