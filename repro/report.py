@@ -139,6 +139,8 @@ def _curves(path: Path, row: dict[str, Any], out: Path) -> Path | None:
         b.annotate(name, (0, base["value"]), xycoords=("axes fraction", "data"), fontsize=8, color="gray")
     b.set(xlabel="step", ylabel=f"eval {row['headline']['label']} ({row['headline']['unit']})")
     b.set_title(row["dataset"]["name"], fontsize=8)
+    if row["headline"]["unit"] == "perplexity":
+        b.set_yscale("log")  # model and unigram differ by orders of magnitude
     fig.tight_layout()
     dst = out / "plots" / f"curves_{row['section']}_{row['preset']}.png"
     dst.parent.mkdir(parents=True, exist_ok=True)
