@@ -175,6 +175,38 @@ def _copy_lengths(found, out: Path) -> Path | None:
     return dst
 
 
+def _context_plots(sections: dict, found, out: Path) -> dict[str, Path]:
+    """Held-out headline metric vs context length, per section and dataset, where recorded runs
+    exist at two or more contexts."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    plots = {}
+    for name, sec in sections.items():
+        groups: dict[str, list[tuple[int, float]]] = {}
+        for _, r in found:
+            if r["section"] == name and r["kind"] == "train" and r["headline"]["value"] is not None:
+                groups.setdefault(r["dataset"]["name"], []).append(
+                    (r["config"]["model"]["max_context"], r["headline"]["value"])
+                )
+        for ds, pts in groups.items():
+            if len({c for c, _ in pts}) < 2:
+                continue
+            pts.sort()
+            fig = Figure(figsize=(5, 3.4))
+            FigureCanvasAgg(fig)
+            ax = fig.subplots()
+            ax.semilogx([c for c, _ in pts], [v for _, v in pts], "o-", base=2)
+            ax.set(xlabel="context (inputs)", ylabel=f"{sec.headline.label} ({sec.headline.unit})")
+            ax.set_title(f"{name}: {ds}", fontsize=8)
+            fig.tight_layout()
+            dst = out / "plots" / f"context_{name}_{len(plots)}.png"
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            fig.savefig(dst, dpi=110)
+            plots[f"context_{name}_{len(plots)}"] = dst
+    return plots
+
+
 def _bench(paths: list[Path], out: Path) -> tuple[Path | None, dict | None]:
     for p in paths:
         f = Path(p) / "bench" / "training.json"
@@ -269,6 +301,9 @@ def write_report(sections: dict, paths: list[Path], out: Path, deviations: Path 
     if c:
         plots["copy_accuracy_vs_length"] = c
         md.append(f"\n## Copy task: accuracy vs sequence length\n\n![copy accuracy vs length]({rel(c)})\n")
+    for key, c in _context_plots(sections, found, out).items():
+        plots[key] = c
+        md.append(f"\n## Held-out metric vs context length\n\n![{key}]({rel(c)})\n")
     b, rec = _bench(paths, out)
     if b:
         plots["step_time"] = b

@@ -59,3 +59,19 @@ def test_report_tables(tmp_path):
     assert "unigram 8.5000" in md
     assert files["curves_imagenet64_cpu"].is_file()  # from metrics.jsonl
     assert (tmp_path / "out" / "report.csv").read_text().count("\n") == len(df) + 1
+    assert not any(k.startswith("context_") for k in files)  # one context only: no context plot
+
+
+def test_report_plots_metric_vs_context_when_runs_differ_in_context(tmp_path):
+    import dataclasses
+
+    demo = DatasetInfo(IM.demo_name, "png", False, "def")
+    for i, ctx in enumerate((385, 769)):
+        exp = IM.presets["cpu"]
+        exp = dataclasses.replace(exp, preset=f"cpu{i}", model=dataclasses.replace(exp.model, max_context=ctx))
+        row = make_row(kind="train", exp=exp, section=IM, dataset=demo, split="validation", steps=1, num_params=1,
+                       metrics={"bits_per_dim": 6.0 - i, "protocol": "blocked:128"})  # fmt: skip
+        write_row(tmp_path / "runs" / str(i) / "results.json", row)
+    files = write_report({"imagenet64": IM}, [tmp_path / "runs"], tmp_path / "out")
+    assert [k for k in files if k.startswith("context_")] == ["context_imagenet64_0"]
+    assert "Held-out metric vs context length" in files["md"].read_text()
