@@ -29,11 +29,19 @@ def _stderr_console() -> Console:
     return Console(stderr=True, soft_wrap=True)
 
 
-def pipeline_for(section: Section, exp: Experiment, data_dir: Path | None = None, log: Callable | None = None):
+def source_for(section: Section, exp: Experiment, data_dir: Path | None = None, log: Callable | None = None):
+    """The section's DocumentSource for ``exp``; bad data or config is a UserError (one line)."""
     try:
-        source = section.source(exp, data_dir, log=log)
-        return section.pipeline(exp, source)
+        return section.source(exp, data_dir, log=log)
     except (ValueError, DataError) as e:  # ConfigError and DataError are ValueErrors
+        raise UserError(str(e)) from None
+
+
+def pipeline_for(section: Section, exp: Experiment, data_dir: Path | None = None, log: Callable | None = None):
+    source = source_for(section, exp, data_dir, log)
+    try:
+        return section.pipeline(exp, source)
+    except (ValueError, DataError) as e:
         raise UserError(str(e)) from None
 
 
@@ -185,9 +193,9 @@ def sample_run(
     given = {"temperature": temperature, "top_k": top_k, "top_p": top_p}
     cfg = dataclasses.replace(cfg, seed=seed, reset_fill=fill or cfg.reset_fill,
                               **{k: v for k, v in given.items() if v is not None})  # fmt: skip
-    pipe = pipeline_for(section, exp, data_dir)
+    source = source_for(section, exp, data_dir)  # prompts need documents, not training batches
     try:
-        prompts = section.prompts(exp, pipe.source, num, prompt)
+        prompts = section.prompts(exp, source, num, prompt)
     except (ValueError, DataError) as e:
         raise UserError(str(e)) from None
     model = nnx.merge(r.graphdef, params)

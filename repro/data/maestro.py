@@ -60,6 +60,14 @@ def _tokenizer_identity(corpus_dir: Path, manifest: dict[str, Any]) -> str:
 # -- the metadata table -------------------------------------------------------------------------
 
 
+def _tokenizer_from_manifest(cls, corpus_dir: Path, manifest: dict[str, Any]) -> Tokenizer:
+    """``cls.from_identity`` of a prepared corpus's tokenizer; DataError naming the corpus."""
+    try:
+        return cls.from_identity(_tokenizer_identity(Path(corpus_dir), manifest))
+    except ValueError as e:
+        raise DataError(f"{corpus_dir}: {e}") from None
+
+
 def _tables(source: Path) -> list[Path]:
     return sorted(p for p in source.iterdir() if p.is_file() and _TABLE_RE.match(p.name))
 
@@ -172,11 +180,7 @@ class MaestroFormat(RawFormat):
         return encoding_from_options(options)
 
     def load_tokenizer(self, corpus_dir: Path, manifest: dict[str, Any]) -> Tokenizer:
-        ident = _tokenizer_identity(Path(corpus_dir), manifest)
-        try:
-            return PerformanceEncoding.from_identity(ident)
-        except ValueError as e:
-            raise DataError(f"{corpus_dir}: {e}") from None
+        return _tokenizer_from_manifest(PerformanceEncoding, corpus_dir, manifest)
 
     def read(self, f: SourceFile, tokenizer: Tokenizer) -> Iterator[RawDoc]:
         """One document: the file's events. SkipFile for an unreadable, empty or drums-only file,
@@ -523,11 +527,7 @@ class AudioCodesFormat(RawFormat):
             raise ConfigError(f"audio-codes options {options}: {e}") from None
 
     def load_tokenizer(self, corpus_dir: Path, manifest: dict[str, Any]) -> Tokenizer:
-        ident = _tokenizer_identity(Path(corpus_dir), manifest)
-        try:
-            return AudioCodes.from_identity(ident)
-        except ValueError as e:
-            raise DataError(f"{corpus_dir}: {e}") from None
+        return _tokenizer_from_manifest(AudioCodes, corpus_dir, manifest)
 
     def read(self, f: SourceFile, tokenizer: Tokenizer) -> Iterator[RawDoc]:
         if not isinstance(tokenizer, AudioCodes):
