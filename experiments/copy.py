@@ -31,7 +31,15 @@ from pathlib import Path
 import numpy as np
 
 from repro.baseline import as_transformer
-from repro.config import ConfigError, DataConfig, Experiment, ModelConfig, OptimConfig, TrainConfig
+from repro.config import (
+    ACCELERATOR_DEFAULTS,
+    ConfigError,
+    DataConfig,
+    Experiment,
+    ModelConfig,
+    OptimConfig,
+    TrainConfig,
+)
 from repro.data.copy_task import VOCAB_SIZE, CopySource
 from repro.data.tokens import EOS_ID, NUM_RESERVED, SOS_ID
 from repro.section import Metric, PaperNumber, Prompts, SamplingSpec, Section
@@ -79,7 +87,6 @@ def _official_model(seq_len: int, **kw) -> ModelConfig:
 
 def random_mirrored(seq_len: int, scale: str = "custom") -> Experiment:
     """The ``random_mirrored_131072`` hyper-parameters at any sequence length."""
-    long = seq_len > 8192
     return Experiment(
         section=NAME,
         preset=f"random_mirrored_{seq_len}",
@@ -88,8 +95,8 @@ def random_mirrored(seq_len: int, scale: str = "custom") -> Experiment:
             seq_len,
             num_latents=1024,
             num_layers=6,
-            attention_impl="chunked" if long else "dense",
             cross_head_group=4,
+            **ACCELERATOR_DEFAULTS,  # chunked attention off a GPU from 16,384 tokens on
         ),
         data=CopyData(seq_len=seq_len, minimum_crop_length=seq_len // 2, eval_examples=64),
         optim=OptimConfig(lr=3e-4, warmup_steps=1000, schedule="cosine", decay_steps=1_000_000),
@@ -104,7 +111,7 @@ PRESETS: dict[str, Experiment] = {
         section=NAME,
         preset="random_mirrored_32",
         scale="paper",
-        model=_official_model(32, num_latents=16, num_layers=1),
+        model=_official_model(32, num_latents=16, num_layers=1, **ACCELERATOR_DEFAULTS),
         data=CopyData(seq_len=32, minimum_crop_length=16, eval_examples=1024),
         optim=OptimConfig(lr=3e-4, warmup_steps=1000, schedule="cosine", decay_steps=1_000_000),
         train=TrainConfig(steps=1_000_000, batch_size=1024, log_every=100, eval_every=1000, checkpoint_every=1000),

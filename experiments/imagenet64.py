@@ -32,7 +32,7 @@ from typing import Literal
 
 import numpy as np
 
-from repro.config import CorpusData, Experiment, ModelConfig, OptimConfig, TrainConfig
+from repro.config import ACCELERATOR_DEFAULTS, CorpusData, Experiment, ModelConfig, OptimConfig, TrainConfig
 from repro.data import imagenet64 as I
 from repro.data.tokens import EOS_ID, NUM_RESERVED, SOS_ID
 from repro.sample.sampler import periodic_constraint
@@ -79,6 +79,7 @@ PRESETS: dict[str, Experiment] = {
             cross_heads=16,
             self_heads=16,
             dropout=0.1,
+            **ACCELERATOR_DEFAULTS,
         ),  # fmt: skip
         data=ImageNetData(corpus="main", resolution=64),
         optim=OptimConfig(lr=3e-4, warmup_steps=10_000, schedule="constant"),

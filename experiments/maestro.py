@@ -30,7 +30,15 @@ from typing import Any
 
 import numpy as np
 
-from repro.config import ConfigError, CorpusData, Experiment, ModelConfig, OptimConfig, TrainConfig
+from repro.config import (
+    ACCELERATOR_DEFAULTS,
+    ConfigError,
+    CorpusData,
+    Experiment,
+    ModelConfig,
+    OptimConfig,
+    TrainConfig,
+)
 from repro.data import maestro as MA
 from repro.data import midi_events as ME
 from repro.data.tokens import NUM_RESERVED, SOS_ID
@@ -96,6 +104,7 @@ def _paper(version: str) -> Experiment:
             cross_dropout=0.7,
             position_encoding="rotary",
             rotary_fraction=0.25,
+            **ACCELERATOR_DEFAULTS,
         ),  # fmt: skip
         data=MaestroData(corpus="main" if version == "v3" else "main-v1", min_pitch=0, max_pitch=127),
         optim=OptimConfig(lr=1e-4, warmup_steps=10_000, schedule="constant"),

@@ -21,7 +21,15 @@ from typing import Any
 
 import numpy as np
 
-from repro.config import ConfigError, CorpusData, Experiment, ModelConfig, OptimConfig, TrainConfig
+from repro.config import (
+    ACCELERATOR_DEFAULTS,
+    ConfigError,
+    CorpusData,
+    Experiment,
+    ModelConfig,
+    OptimConfig,
+    TrainConfig,
+)
 from repro.data import maestro as MA
 from repro.data.tokens import NUM_RESERVED, SOS_ID
 from repro.sample.sampler import codebook_constraint
@@ -59,7 +67,7 @@ def _paper(kbps: int, context: int) -> Experiment:
             cross_dropout=0.7,
             position_encoding="rotary",
             rotary_fraction=0.25,
-            attention_impl="chunked",
+            **ACCELERATOR_DEFAULTS,  # chunked attention off a GPU (contexts >= 16384)
         ),  # fmt: skip
         data=AudioData(corpus=f"main-{levels}", levels=levels),
         optim=OptimConfig(lr=1e-4, warmup_steps=10_000, schedule="constant"),

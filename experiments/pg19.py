@@ -28,7 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from repro.baseline import as_transformer
-from repro.config import Experiment, OptimConfig, TrainConfig
+from repro.config import ACCELERATOR_DEFAULTS, Experiment, OptimConfig, TrainConfig
 from repro.data import pg19 as P
 from repro.section import SMOKE_OPTIM, SMOKE_TRAIN, PaperNumber
 from repro.text_section import TextData, TextSection, text_model
@@ -57,6 +57,7 @@ PRESETS: dict[str, Experiment] = {
             self_heads=16,
             dropout=0.1,
             cross_dropout=0.875,
+            **ACCELERATOR_DEFAULTS,
         ),  # fmt: skip
         data=PG19Data(corpus="main", vocab_size=32000),
         optim=OptimConfig(lr=3e-4, warmup_steps=10_000, schedule="constant"),

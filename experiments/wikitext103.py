@@ -27,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from repro.baseline import as_transformer
-from repro.config import Experiment, OptimConfig, TrainConfig
+from repro.config import ACCELERATOR_DEFAULTS, Experiment, OptimConfig, TrainConfig
 from repro.data import wikitext103 as W
 from repro.section import SMOKE_OPTIM, SMOKE_TRAIN, PaperNumber
 from repro.text_section import TextData, TextSection, text_model
@@ -55,6 +55,7 @@ PRESETS: dict[str, Experiment] = {
             cross_heads=16,
             self_heads=16,
             dropout=0.1,
+            **ACCELERATOR_DEFAULTS,
         ),  # fmt: skip
         data=WikiTextData(corpus="main"),
         optim=OptimConfig(lr=3e-4, warmup_steps=10_000, schedule="constant"),

@@ -18,10 +18,41 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 PositionEncoding = Literal["rotary", "sinusoidal", "learned", "none"]
-AttentionImpl = Literal["dense", "chunked"]
+AttentionImpl = Literal["dense", "chunked", "fused", "auto"]
 Schedule = Literal["constant", "cosine", "rsqrt"]
 LossNorm = Literal["sum", "mean"]
-ComputeDtype = Literal["float32", "bfloat16"]
+ComputeDtype = Literal["float32", "bfloat16", "auto"]
+ACCELERATORS = ("gpu", "tpu")
+# What paper presets run with: bfloat16 compute and the fused attention kernel on accelerators,
+# float32 and the dense / chunked kernels on a CPU (resolved per backend, see resolve_compute_dtype).
+ACCELERATOR_DEFAULTS: dict[str, Any] = {"compute_dtype": "auto", "attention_impl": "auto"}
+LONG_CONTEXT = 16384  # "auto" attention off a GPU: chunked from this many inputs on, dense below
+
+
+def _backend(backend: str | None) -> str:
+    if backend is None:
+        import jax  # lazy: `repro list` and config parsing stay light
+
+        backend = jax.default_backend()
+    return "gpu" if backend in ("gpu", "cuda", "rocm") else backend
+
+
+def resolve_compute_dtype(value: str, backend: str | None = None) -> str:
+    """``auto`` -> bfloat16 on a GPU / TPU, float32 on a CPU; any other value is itself."""
+    if value != "auto":
+        return value
+    return "bfloat16" if _backend(backend) in ACCELERATORS else "float32"
+
+
+def resolve_attention_impl(value: str, max_context: int, backend: str | None = None) -> str:
+    """``auto`` -> ``fused`` (``jax.nn.dot_product_attention``: cuDNN flash attention) on a GPU;
+    elsewhere ``chunked`` from LONG_CONTEXT inputs on and ``dense`` below (XLA's
+    dot_product_attention has no memory-efficient CPU / TPU kernel). Other values are themselves."""
+    if value != "auto":
+        return value
+    if _backend(backend) == "gpu":
+        return "fused"
+    return "chunked" if max_context >= LONG_CONTEXT else "dense"
 
 
 class ConfigError(ValueError):
@@ -118,6 +149,8 @@ class ModelConfig:
     cross_dropout: float = 0.0  # official encoder_dropout_prob: Bernoulli mask on input keys
     train_input_positions: int = 0  # 0 = off; else keep this many random input keys
     # Memory-efficient attention.
+    # dense / chunked (repro/model/attention.py), fused (jax.nn.dot_product_attention: cuDNN on a
+    # GPU with bfloat16, XLA elsewhere) or auto (resolve_attention_impl: per backend).
     attention_impl: AttentionImpl = "dense"
     query_chunk: int = 1024
     key_chunk: int = 4096
@@ -130,7 +163,8 @@ class ModelConfig:
     # "bfloat16" the train / eval steps run the model on a bfloat16 copy of them
     # (repro.train.step.cast_for_compute), except the final logits layer: logits, softmax and
     # the loss stay float32. remat: recompute each cross / self-attend block in the backward
-    # pass instead of keeping its activations (per-layer rematerialisation).
+    # pass instead of keeping its activations (per-layer rematerialisation). "auto": bfloat16 on
+    # accelerators, float32 on a CPU (resolve_compute_dtype; the paper presets' default).
     compute_dtype: ComputeDtype = "float32"
     remat: bool = False
     # Cross-attend keys / values per vocabulary entry ("auto"): with rotary or no position
@@ -143,6 +177,12 @@ class ModelConfig:
     @property
     def input_width(self) -> int:
         return self.d_input or self.d_model
+
+    def resolved_dtype(self, backend: str | None = None) -> str:
+        return resolve_compute_dtype(self.compute_dtype, backend)
+
+    def resolved_attention(self, backend: str | None = None) -> str:
+        return resolve_attention_impl(self.attention_impl, self.max_context, backend)
 
     @property
     def num_position_dims(self) -> int:

@@ -52,6 +52,13 @@ def memory_stats(compiled) -> dict[str, int] | None:
     return out
 
 
+def _resolved(configured: str, here: str, on_gpu: str) -> str:
+    """``bfloat16`` for a fixed setting; ``float32 (auto here on cpu; bfloat16 on GPU / TPU)``."""
+    if configured != "auto":
+        return here
+    return f"{here} (auto, {jax.default_backend()} here; {on_gpu} on a GPU)"
+
+
 def cost_flops(compiled) -> float | None:
     ca = compiled.cost_analysis()
     if isinstance(ca, list | tuple):
@@ -84,9 +91,14 @@ def dry_run(exp: Experiment, *, compile: bool = False) -> dict[str, Any]:
         "train_state_bytes": state_bytes,
         "train_state_bytes_per_device_if_fully_sharded": state_bytes // n_dev,
         "gradient_bytes": 4 * run.num_params,
-        "compute_dtype": exp.model.compute_dtype,
+        "backend": jax.default_backend(),
+        "compute_dtype": _resolved(
+            exp.model.compute_dtype, exp.model.resolved_dtype(), exp.model.resolved_dtype("gpu")
+        ),
         "remat": exp.model.remat,
-        "attention_impl": exp.model.attention_impl,
+        "attention_impl": _resolved(
+            exp.model.attention_impl, exp.model.resolved_attention(), exp.model.resolved_attention("gpu")
+        ),
         "compiled": False,
     }
     if compile:

@@ -92,7 +92,7 @@ def train_step_flops(exp: Experiment) -> dict[str, Any]:
     per_example = 3 * fwd["total"]  # forward + backward (twice the forward)
     if cfg.remat:  # the blocks' forward runs again in the backward pass
         per_example += fwd["total"] - fwd["logits"] - fwd["z_linear"]
-    if cfg.attention_impl == "chunked":  # the chunked kernel checkpoints each key chunk
+    if cfg.resolved_attention() == "chunked":  # the chunked kernel checkpoints each key chunk
         per_example += fwd["cross_attention"] + fwd["self_attention"]
     M = min(cfg.num_latents, cfg.max_context)
     return {

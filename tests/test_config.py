@@ -5,7 +5,15 @@ import dataclasses
 import pytest
 
 from experiments import SECTIONS
-from repro.config import ConfigError, apply_overrides, experiment_from_dict, experiment_to_dict
+from repro.config import (
+    LONG_CONTEXT,
+    ConfigError,
+    apply_overrides,
+    experiment_from_dict,
+    experiment_to_dict,
+    resolve_attention_impl,
+    resolve_compute_dtype,
+)
 
 
 @pytest.mark.parametrize("section", sorted(SECTIONS))
@@ -66,3 +74,36 @@ def test_overriding_a_paper_preset_makes_it_custom():
     assert e.scale == "paper"
     assert apply_overrides(e, ["train.steps=10"]).scale == "custom"
     assert apply_overrides(dataclasses.replace(e, scale="cpu"), ["train.steps=10"]).scale == "cpu"
+
+
+def test_paper_presets_resolve_per_backend():
+    """Every paper preset runs bfloat16 with the fused (cuDNN) attention on a GPU, bfloat16 with
+    the dense / chunked kernels on a TPU, and float32 on a CPU; cpu / smoke presets stay float32
+    everywhere (their recorded results are float32)."""
+    seen = 0
+    for sec in SECTIONS.values():
+        for name, e in sec.presets.items():
+            m = e.model
+            if e.scale == "paper":
+                seen += 1
+                long = m.max_context >= LONG_CONTEXT
+                assert (m.resolved_dtype("gpu"), m.resolved_attention("gpu")) == ("bfloat16", "fused"), name
+                assert m.resolved_dtype("tpu") == "bfloat16", name
+                assert (m.resolved_dtype("cpu"), m.resolved_attention("cpu")) == (
+                    "float32", "chunked" if long else "dense"), name  # fmt: skip
+            elif e.scale in ("cpu", "smoke"):
+                assert m.resolved_dtype("gpu") == "float32", (sec.name, name)
+    assert seen >= 8
+    assert resolve_attention_impl("chunked", 10, "gpu") == "chunked"  # explicit settings are kept
+    assert resolve_compute_dtype("float32", "tpu") == "float32"
+    assert resolve_attention_impl("auto", 131072, "cpu") == "chunked"
+
+
+def test_auto_settings_round_trip_and_show_in_dry_run():
+    from repro.dryrun import dry_run
+
+    e = SECTIONS["copy"].presets["random_mirrored_32"]
+    assert experiment_from_dict(experiment_to_dict(e)) == e
+    r = dry_run(e)
+    assert r["compute_dtype"].startswith("float32 (auto") and "bfloat16 on a GPU" in r["compute_dtype"]
+    assert r["attention_impl"].startswith("dense (auto") and "fused on a GPU" in r["attention_impl"]

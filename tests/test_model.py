@@ -22,7 +22,7 @@ from flax import nnx
 from repro.config import ModelConfig
 from repro.data.tokens import NUM_RESERVED, PAD_ID
 from repro.model import PerceiverAR, count_params
-from repro.model.attention import chunked_attention, dense_attention, make_mask
+from repro.model.attention import chunked_attention, dense_attention, fused_attention, make_mask
 
 try:  # private JAX API, used only to speed up abstract model construction (fast_tracing)
     from jax._src.interpreters.partial_eval import DynamicJaxprTracer
@@ -217,7 +217,7 @@ def test_causality_3d_positions(impl):
     assert np.abs(fwd(tokens, pos2) - out)[:, -1].max() > 1e-4
 
 
-@pytest.mark.parametrize("impl", ["dense", "chunked"])
+@pytest.mark.parametrize("impl", ["dense", "chunked", "fused"])
 def test_causality_train_mode(impl):
     """Train mode (dropout, cross-attend dropout, input subsampling) is causal too, for a fixed key.
     With the whole prefix padded, a latent whose keys were all dropped must still not see later
@@ -276,6 +276,13 @@ def test_attention_kernels():
         out = chunked(q, k, v, q_idx, k_idx, valid)
         np.testing.assert_allclose(out, ref, atol=1e-5, err_msg=str((qc, kc)))
         np.testing.assert_array_equal(np.asarray(out)[1, :3], 0.0)
+    # jax.nn.dot_product_attention (XLA here; cuDNN on a GPU, benchmarks/device_check.sh) with the
+    # same mask: its rows without a visible key (which XLA averages over masked keys) are 0 too.
+    fused = fast_jit(fused_attention)(q, k, v, q_idx, k_idx, valid)
+    np.testing.assert_allclose(fused, ref, atol=1e-5)
+    np.testing.assert_array_equal(np.asarray(fused)[1, :3], 0.0)
+    raw = jax.nn.dot_product_attention(q, k, v, mask=make_mask(q_idx, k_idx, valid), implementation="xla")
+    assert np.abs(np.asarray(raw)[1, :3]).max() > 1e-3  # the rows the wrapper must (and does) zero
 
 
 @contextlib.contextmanager
@@ -384,6 +391,8 @@ def dense_logits(dense_model, padded_batch):
         dict(attention_impl="chunked", query_chunk=1, key_chunk=1),
         dict(attention_impl="chunked", query_chunk=64, key_chunk=64),
         dict(attention_impl="dense", cross_head_group=2, self_head_group=2),
+        dict(attention_impl="fused"),
+        dict(attention_impl="fused", cross_head_group=2, self_head_group=1),
         dict(attention_impl="chunked", query_chunk=4, key_chunk=5, cross_head_group=2, self_head_group=2),
         dict(attention_impl="chunked", query_chunk=3, key_chunk=8, cross_head_group=1, self_head_group=4),
     ],
@@ -406,11 +415,15 @@ def param_grads(model: PerceiverAR, tokens) -> list[np.ndarray]:
     return [np.asarray(g) for g in jax.tree.leaves(fast_jit(jax.grad(loss))(params))]
 
 
-def test_chunked_gradients_equal_dense(dense_model, padded_batch):
-    """Gradients of a loss w.r.t. every parameter: dense vs chunked (padded chunks)."""
+@pytest.mark.parametrize(
+    "kw",
+    [dict(attention_impl="chunked", query_chunk=2, key_chunk=3), dict(attention_impl="fused")],
+    ids=["chunked", "fused"],
+)
+def test_chunked_gradients_equal_dense(dense_model, padded_batch, kw):
+    """Gradients of a loss w.r.t. every parameter: dense vs chunked (padded chunks) and fused."""
     dense_grads = param_grads(dense_model, padded_batch)
-    chunked = with_config(dense_model, attention_impl="chunked", query_chunk=2, key_chunk=3)
-    g_chunk = param_grads(chunked, padded_batch)
+    g_chunk = param_grads(with_config(dense_model, **kw), padded_batch)
     assert len(dense_grads) == len(g_chunk)
     assert min(float(np.abs(g).max()) for g in dense_grads) > 1e-6  # every parameter gets a gradient
     for a, b in zip(dense_grads, g_chunk, strict=True):

@@ -16,6 +16,12 @@ dropout) therefore gets an output of exactly 0 in both paths: never NaN, and nev
 average over masked keys, which would include *later* inputs and leak the future into that
 latent (whose prediction of the next token can carry loss).
 
+The fused path is ``jax.nn.dot_product_attention`` with the same boolean mask: on a GPU with
+bfloat16 / float16 inputs its cuDNN flash-attention kernel (the mask becomes a bias; the latents'
+"last M queries of L keys" causal rule is bottom-right aligned, which the kernel's own causal mode,
+top-left aligned, does not express, and left padding is not a sequence length either), elsewhere
+XLA's reference implementation. Its rows with no visible key are set to 0 afterwards, as above.
+
 The chunked path follows Rabe & Staats (2021) as the official code's ``_chunked_attend`` does:
 query chunks, key chunks, an online softmax, and ``jax.checkpoint`` on each key chunk so the
 backward pass does not keep the [M, L] probabilities. JAX's own ``jax.nn.dot_product_attention``
@@ -53,6 +59,37 @@ def dense_attention(q_BxMxHxK, k_BxLxHxK, v_BxLxHxK, q_idx_M, k_idx_BxL, key_val
         "bhml,blhk->bmhk", e_BxHxMxL.astype(v_BxLxHxK.dtype), v_BxLxHxK, preferred_element_type=jnp.float32
     )
     return (o_BxMxHxK / jnp.where(l_BxMxH > 0, l_BxMxH, 1.0)[..., None]).astype(v_BxLxHxK.dtype)
+
+
+_FUSED_FALLBACK_WARNED = False
+
+
+def fused_attention(q_BxMxHxK, k_BxLxHxK, v_BxLxHxK, q_idx_M, k_idx_BxL, key_valid_BxL, *, implementation=None):
+    """``jax.nn.dot_product_attention`` under the dense path's mask: cuDNN (flash attention) on
+    a GPU for bfloat16 / float16 inputs, XLA otherwise or when cuDNN refuses the shapes (a
+    warning says so). ``implementation`` forces one ("xla" / "cudnn")."""
+    global _FUSED_FALLBACK_WARNED
+    mask_Bx1xMxL = make_mask(q_idx_M, k_idx_BxL, key_valid_BxL)
+    forced = implementation is not None
+    if implementation is None:
+        half = q_BxMxHxK.dtype in (jnp.bfloat16, jnp.float16)
+        implementation = "cudnn" if half and jax.default_backend() == "gpu" else "xla"
+    try:
+        out = jax.nn.dot_product_attention(
+            q_BxMxHxK, k_BxLxHxK, v_BxLxHxK, mask=mask_Bx1xMxL, implementation=implementation
+        )
+    except (NotImplementedError, RuntimeError, ValueError) as e:
+        if forced or implementation == "xla":
+            raise
+        if not _FUSED_FALLBACK_WARNED:
+            import warnings
+
+            warnings.warn(f"cuDNN attention unavailable ({e}); using XLA's dot_product_attention", stacklevel=2)
+            _FUSED_FALLBACK_WARNED = True
+        out = jax.nn.dot_product_attention(q_BxMxHxK, k_BxLxHxK, v_BxLxHxK, mask=mask_Bx1xMxL, implementation="xla")
+    # A row with no visible key: XLA averages over the masked keys (later inputs too); we give 0.
+    visible_BxMx1x1 = mask_Bx1xMxL[:, 0].any(-1)[:, :, None, None]
+    return jnp.where(visible_BxMx1x1, out, 0).astype(v_BxLxHxK.dtype)
 
 
 def _pad_to(x, axis: int, multiple: int, value=0):
@@ -130,7 +167,7 @@ def attend(
     k_idx_BxL,
     key_valid_BxL,
     *,
-    impl: str = "dense",
+    impl: str = "dense",  # dense | chunked | fused (ModelConfig.resolved_attention resolves "auto")
     query_chunk: int = 1024,
     key_chunk: int = 4096,
     head_group: int = 0,
@@ -142,6 +179,10 @@ def attend(
             return chunked_attention(
                 q, k, v, q_idx_M, k_idx_BxL, key_valid_BxL, query_chunk=query_chunk, key_chunk=key_chunk
             )
+        if impl == "fused":
+            return fused_attention(q, k, v, q_idx_M, k_idx_BxL, key_valid_BxL)
+        if impl != "dense":
+            raise ValueError(f"unknown attention implementation '{impl}'")
         return dense_attention(q, k, v, q_idx_M, k_idx_BxL, key_valid_BxL)
 
     H = q_BxMxHxK.shape[2]

@@ -139,7 +139,8 @@ class _Block(nnx.Module):
         c = self.cfg
         return attend(
             q_BxMxHxK, k_BxTxHxK, v_BxTxHxK, q_idx_M, k_idx_BxT, valid_BxT,
-            impl=c.attention_impl, query_chunk=c.query_chunk, key_chunk=c.key_chunk, head_group=self._head_group(),
+            impl=c.resolved_attention(), query_chunk=c.query_chunk, key_chunk=c.key_chunk,
+            head_group=self._head_group(),
         )  # fmt: skip
 
     def finish(self, z_BxMxD, heads_BxMxHxK, keys: _Keys | None = None):

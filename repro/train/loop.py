@@ -382,8 +382,8 @@ def _train(exp, section, dataset: Pipeline, workdir: Path, run: Run, ckpt: Check
     console.print(
         f"[bold]{exp.section}/{exp.preset}[/] ({exp.scale}) {run.num_params:,} parameters, "
         f"context {exp.model.max_context}, {exp.model.num_latents} latents, {t.steps} steps, "
-        f"mesh {describe(run.mesh)}, {pc} process(es), compute {exp.model.compute_dtype}"
-        + (", remat" if exp.model.remat else "")
+        f"mesh {describe(run.mesh)}, {pc} process(es), compute {exp.model.resolved_dtype()}, "
+        f"attention {exp.model.resolved_attention()}" + (", remat" if exp.model.remat else "")
     )
     console.print(f"data: {dataset.source.info.name} ({dataset.source.info.variant})", highlight=False)
     step, stopped_early, last_eval = start, False, None

@@ -24,7 +24,7 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh
 
-from repro.config import Experiment
+from repro.config import Experiment, resolve_compute_dtype
 from repro.data.tokens import PAD_ID
 from repro.parallel import batch_sharding, path_str, replicated
 
@@ -60,7 +60,7 @@ def token_losses(logits_BxMxV, targets_BxM, *, z_loss: float, label_smoothing: f
 def cast_for_compute(params: Any, compute_dtype: str) -> Any:
     """The parameters the model runs on: float32 as stored, or a bfloat16 copy of every floating
     parameter except the logits layer (``KEEP_F32``). Differentiable; a no-op for float32."""
-    dtype = jnp.dtype(compute_dtype)
+    dtype = jnp.dtype(resolve_compute_dtype(compute_dtype))
     if dtype == jnp.float32:
         return params
 
