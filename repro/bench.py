@@ -91,7 +91,10 @@ def _batch(exp: Experiment, rng: np.random.Generator) -> dict[str, np.ndarray]:
     m, B = exp.model, exp.train.batch_size
     L, M = m.max_context, m.num_latents
     seq = rng.integers(3, m.vocab_size, size=(B, L + 1)).astype(np.int32)
-    pos = np.broadcast_to(np.arange(L, dtype=np.int32)[None, :, None], (B, L, 1)).copy()
+    # One column per position dimension, each inside its table (e.g. ImageNet's (x, y, channel)).
+    sizes = m.position_table_sizes or (L + 1,)
+    pos_LxP = np.stack([np.arange(L, dtype=np.int32) % n for n in sizes], axis=-1)
+    pos = np.broadcast_to(pos_LxP[None], (B, L, len(sizes))).copy()
     return {"inputs": seq[:, :L], "targets": seq[:, L + 1 - M :], "positions": pos}
 
 

@@ -285,6 +285,32 @@ def test_attention_kernels():
     assert np.abs(np.asarray(raw)[1, :3]).max() > 1e-3  # the rows the wrapper must (and does) zero
 
 
+@pytest.mark.skipif(jax.default_backend() != "gpu", reason="cuDNN attention needs a GPU (benchmarks/device_check.sh)")
+def test_fused_cudnn_equals_dense_on_gpu():
+    """On a GPU, bfloat16: cuDNN flash attention under the Perceiver AR masks (last M of L keys,
+    left padding, a row with no visible key) == the dense path, outputs and gradients."""
+    B, Mq, Lk, H, K = 2, 128, 512, 4, 64
+    rng = np.random.default_rng(0)
+    q, k, v = (jnp.asarray(rng.normal(size=(B, n, H, K)), jnp.bfloat16) for n in (Mq, Lk, Lk))
+    q_idx = jnp.arange(Lk - Mq, Lk)
+    k_idx = jnp.broadcast_to(jnp.arange(Lk), (B, Lk))
+    valid = jnp.ones((B, Lk), bool).at[1, : Lk - Mq + 3].set(False)  # row 1: 3 latents see nothing
+    cudnn = functools.partial(fused_attention, implementation="cudnn")
+    ref = jax.jit(dense_attention)(q, k, v, q_idx, k_idx, valid).astype(jnp.float32)
+    out = jax.jit(cudnn)(q, k, v, q_idx, k_idx, valid).astype(jnp.float32)
+    np.testing.assert_allclose(out, ref, atol=2e-2, rtol=2e-2)
+    np.testing.assert_array_equal(np.asarray(out)[1, :3], 0.0)
+
+    def loss(f):
+        return lambda q, k, v: jnp.sum(f(q, k, v, q_idx, k_idx, valid).astype(jnp.float32) ** 2)
+
+    g_ref = jax.jit(jax.grad(loss(dense_attention), argnums=(0, 1, 2)))(q, k, v)
+    g_out = jax.jit(jax.grad(loss(cudnn), argnums=(0, 1, 2)))(q, k, v)
+    for a, b in zip(g_ref, g_out, strict=True):
+        a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
+        np.testing.assert_allclose(b, a, atol=5e-2 * max(1.0, float(np.abs(a).max())), rtol=5e-2)
+
+
 @contextlib.contextmanager
 def embedding_offset(delta_BxLxDi):
     """Add ``delta`` to the embedded inputs (token + absolute position embedding) of every model
