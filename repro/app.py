@@ -115,6 +115,7 @@ def evaluate_run(
     on ``split`` (default: the run's); writes ``<workdir>/evals/<split>_<protocol>.json``."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from repro.data.tokens import PAD_ID
     from repro.eval.evaluate import evaluate
 
     console = console or _stderr_console()
@@ -137,14 +138,23 @@ def evaluate_run(
     except (ValueError, DataError) as e:
         raise UserError(str(e)) from None
     progress = Progress(
-        TextColumn("[bold blue]eval"), BarColumn(), MofNCompleteColumn(), TextColumn("windows"),
+        TextColumn("[bold blue]eval"), BarColumn(), MofNCompleteColumn(), TextColumn("windows  {task.fields[info]}"),
         TimeRemainingColumn(), console=console, disable=not show_progress,
     )  # fmt: skip
+    info = batches.info
+    done = {"docs": set(), "targets": 0}
+
+    def advance(b):
+        done["docs"].update(b["seq_id"].tolist())
+        done["targets"] += int((b["targets"] != PAD_ID).sum())
+        progress.update(
+            task, advance=len(b["inputs"]),
+            info=f"{len(done['docs'])}/{info['documents']} documents, {done['targets']:,}/{info['targets']:,} targets",
+        )  # fmt: skip
+
     with progress:
-        task = progress.add_task("eval", total=batches.info["windows"])
-        metrics = evaluate(
-            r.steps.eval, params, batches, bs, on_batch=lambda b: progress.advance(task, len(b["inputs"]))
-        )
+        task = progress.add_task("eval", total=info["windows"], info="")
+        metrics = evaluate(r.steps.eval, params, batches, bs, on_batch=advance)
     row = make_row(
         kind="eval", exp=exp, section=section, dataset=pipe.source.info, split=split, metrics=metrics, steps=step,
         num_params=r.num_params, baselines=section.baselines(exp, pipe.source, split),

@@ -118,7 +118,11 @@ class Section:
             raise ConfigError(
                 f"model.vocab_size={m.vocab_size} is smaller than the data's vocabulary ({source.vocab_size})"
             )
-        return Pipeline(source, m.max_context, m.num_latents, exp.data.minimum_crop_length, exp.data.train_seed)
+        # stride1's shared head window is exact when positions do not move with the window's end.
+        share_head = m.positions_from_data or m.position_encoding in ("rotary", "none")
+        return Pipeline(
+            source, m.max_context, m.num_latents, exp.data.minimum_crop_length, exp.data.train_seed, share_head
+        )
 
     def make_dataset(self, exp: Experiment, data_dir: Path | None = None, *, log=None) -> Pipeline:
         """The run's :class:`Pipeline`: ``pipeline(exp, source(exp))``."""

@@ -71,3 +71,34 @@ def test_eval_and_train_streams_differ():
     ev = ds.eval_sequences(4)
     tr = mirrored_sequences(np.random.default_rng([0, 0]), 4, 32)
     assert not np.array_equal(ev, tr)
+
+
+def test_prefetch_keeps_order_raises_in_order_and_stops_early():
+    from repro.data.pipeline import prefetch
+
+    assert list(prefetch(iter(range(50)), depth=3)) == list(range(50))
+
+    def broken():
+        yield 1
+        yield 2
+        raise OSError("disk gone")
+
+    got = []
+    with pytest.raises(OSError, match="disk gone"):
+        for x in prefetch(broken()):
+            got.append(x)
+    assert got == [1, 2]
+    produced = []
+
+    def counting():
+        for i in range(10_000):
+            produced.append(i)
+            yield i
+
+    it = prefetch(counting(), depth=2)
+    assert next(it) == 0
+    it.close()  # the consumer leaves: the producer stops soon after, not at the end
+    import time
+
+    time.sleep(0.3)
+    assert len(produced) < 100

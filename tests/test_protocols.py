@@ -3,6 +3,8 @@
 Tiny models (L = 12 inputs, M = 4 latents, d = 16, one layer), one jitted eval step per model.
 """
 
+import dataclasses
+
 import jax
 import numpy as np
 import pytest
@@ -196,3 +198,49 @@ def test_evaluated_mask_restricts_scoring(step):
     a = run(step, [Document(d, evaluated=ev)], "stride1")
     b = run(step, [Document(d)], "stride1")
     assert a["eval_tokens"] == 7 and b["eval_tokens"] == 15
+
+
+def test_stride1_shared_head_equals_one_window_per_target(step):
+    """The exact shortcut (one head window for the first M targets of a document) gives the
+    plain definition's numbers, per target, on documents shorter than, as long as and longer than
+    M and L, and with an evaluated span that starts inside and after the head; it runs
+    T - min(M, T) + 1 windows on a document of T targets."""
+    ev = np.zeros(19, bool)
+    ev[[2, 3, 9, 15]] = True
+    late = np.zeros(19, bool)
+    late[M + 2 :] = True
+    raw = docs_of([2, 3, M + 1, M + 2, 9, 2 * L], seed=7)
+    docs = [Document(d) for d in raw] + [Document(docs_of([20], seed=8)[0], evaluated=m) for m in (ev, late)]
+    plain = EvalBatches(docs, parse_protocol("stride1", M), L, M, 5)
+    shared = EvalBatches(docs, parse_protocol("stride1", M), L, M, 5, share_head=True)
+    targets = [len(d) - 1 for d in raw]
+    assert plain.info["windows"] == sum(targets) + 4 + len(late[late])
+    # ev: targets 2, 3 share the head window, 9 and 15 have one each; late: no head at all.
+    assert shared.info["windows"] == sum(t - min(M, t) + 1 for t in targets) + 3 + len(late[late])
+    assert shared.info["targets"] == plain.info["targets"] == sum(targets) + 4 + len(late[late])
+
+    def per_target(batches):
+        out = {}
+        for b in batches:
+            nll, _, mask = (np.asarray(a) for a in step(None, {k: b[k] for k in ("inputs", "targets", "positions")}))
+            for r, j in zip(*np.nonzero(mask), strict=True):  # the NLLs of each document's targets
+                out.setdefault(int(b["seq_id"][r]), []).append(float(nll[r, j]))
+        return {k: sorted(v) for k, v in out.items()}
+
+    a, b = per_target(plain), per_target(shared)
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_allclose(b[k], a[k], rtol=1e-5, atol=1e-6, err_msg=str(k))
+    same_metrics(evaluate(step, None, shared, 5), evaluate(step, None, plain, 5), exact=False)
+
+
+def test_shared_head_only_where_positions_do_not_move():
+    """The pipeline turns the shortcut on for rotary / relative and data positions, off for
+    implicit absolute positions (which count from the window's end)."""
+    from experiments import SECTIONS
+
+    sec = SECTIONS["copy"]
+    smoke = sec.presets["smoke"]  # sinusoidal positions from the data
+    assert sec.make_dataset(smoke).share_head
+    implicit = dataclasses.replace(smoke, model=dataclasses.replace(smoke.model, positions_from_data=False))
+    assert not sec.make_dataset(implicit).share_head

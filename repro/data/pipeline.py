@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import queue
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -112,8 +112,12 @@ class Pipeline:
     """Training and evaluation batches of a :class:`DocumentSource` for a model with context L
     and M latents (see the module docstring)."""
 
-    def __init__(self, source: DocumentSource, L: int, M: int, minimum_crop_length: int, train_seed: int):
+    def __init__(
+        self, source: DocumentSource, L: int, M: int, minimum_crop_length: int, train_seed: int,
+        share_head: bool = False,
+    ):  # fmt: skip
         self.source, self.L, self.M = source, L, M
+        self.share_head = share_head  # stride1's exact shared head window (repro/eval/protocols.py)
         self.min_crop = minimum_crop_length or M
         self.train_seed = train_seed
         self._cum: np.ndarray | None = None
@@ -185,8 +189,50 @@ class Pipeline:
         proto = parse_protocol(protocol, self.M)
         docs = self.source.eval_documents(split, num)
         return EvalBatches(
-            docs, proto, self.L, self.M, batch_size, max_examples=max_examples, bits_per_dim=bits_per_dim
-        )
+            docs, proto, self.L, self.M, batch_size, max_examples=max_examples, bits_per_dim=bits_per_dim,
+            share_head=self.share_head,
+        )  # fmt: skip
+
+
+def prefetch(items: Iterable[Any], depth: int = 2) -> Iterator[Any]:
+    """The items of ``items``, produced ``depth`` ahead on a daemon thread (evaluation windows:
+    numpy's copies release the GIL, so cutting them overlaps with the device). Same items, same
+    order; an exception raised while producing is raised here, in order."""
+    q: queue.Queue = queue.Queue(maxsize=max(depth, 1))
+    stop = threading.Event()
+    done = object()
+
+    def put(entry) -> bool:  # False once the consumer has gone
+        while not stop.is_set():
+            try:
+                q.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work():
+        try:
+            for item in items:
+                if not put((item, None)):
+                    return
+            put((done, None))
+        except BaseException as e:  # handed to the consumer, raised there
+            put((done, e))
+
+    thread = threading.Thread(target=work, name="repro-prefetch-iter", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, exc = q.get()
+            if item is done:
+                if exc is not None:
+                    raise exc
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=5)
 
 
 class Prefetcher:

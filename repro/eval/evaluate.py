@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from repro.data.pipeline import prefetch
 from repro.eval.metrics import NLLSums
 from repro.eval.protocols import EvalBatches
 
@@ -52,9 +53,10 @@ def evaluate(
     correct = 0.0
     s_correct = s_tokens = 0.0
     seq_wrong: dict[int, float] = {}  # sequence id -> number of wrong scored targets
-    for raw in batches:
-        batch, n = _pad_batch(raw, batch_size)
-        nll, corr, mask = (np.asarray(a, np.float64)[:n] for a in eval_step(params, batch))
+
+    def consume(raw, n, outputs):
+        nonlocal correct, s_correct, s_tokens
+        nll, corr, mask = (np.asarray(a, np.float64)[:n] for a in outputs)
         sums.add(nll, mask)
         correct += corr.sum()
         if "score_mask" in raw:
@@ -68,6 +70,19 @@ def evaluate(
                     seq_wrong[sid] = seq_wrong.get(sid, 0.0) + w
         if on_batch:
             on_batch(raw)
+
+    # The hot path: batches are cut on a background thread (``prefetch``), and the step for batch
+    # i + 1 is dispatched (asynchronously) before batch i's results are read back, so the device
+    # never waits for the host's window cutting or its reading of the last results.
+    pending = None
+    for raw in prefetch(batches, depth=2):
+        batch, n = _pad_batch(raw, batch_size)
+        outputs = eval_step(params, batch)
+        if pending is not None:
+            consume(*pending)
+        pending = (raw, n, outputs)
+    if pending is not None:
+        consume(*pending)
     out: dict[str, Any] = {}
     if info.get("protocol"):
         out["protocol"] = info["protocol"]

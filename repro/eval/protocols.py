@@ -17,6 +17,15 @@ says which windows are run and which of their latents are scored:
               document are then visible to every target in both protocols) and differs, by
               design, otherwise.
 
+``stride1``'s shared head (``share_head``, exact): a document's first targets t < M all see the
+whole document before them and every latent from its first one, in their own stride1 windows
+*and* in the one window that ends at input M (inputs 0 .. M - 1, latents on all of them): so
+that one window scores targets 0 .. min(M, T) - 1, and stride1 runs T - M + 1 windows on a
+document of T targets instead of T (one window for documents of at most M targets). It holds for
+models whose positions are from the data or relative (rotary, none); implicit absolute positions
+count from the window's end and move with it, so the pipeline turns it off for them. Tested equal
+to the plain one-window-per-target definition.
+
 Windows are run with the model's full M latents (as the official eval); targets a protocol does
 not score are set to PAD in the window, so the one PAD mask of ``token_losses`` removes them
 (``repro/eval/metrics.py``: padding is handled exactly once). A document may restrict the targets
@@ -104,6 +113,18 @@ def as_documents(seqs, **per_doc) -> list[Document]:
     return [Document(np.asarray(s), **{k: v[i] for k, v in per_doc.items()}) for i, s in enumerate(seqs)]
 
 
+def windows(doc: Document, block: int, M: int = 0, share_head: bool = False) -> list[tuple[int, int]]:
+    """``(end, scored)`` of every window: the window ending at ``end`` scores its last ``scored``
+    targets. ``blocked:block`` windows, or for ``stride1`` with ``share_head`` one head window
+    scoring targets 0 .. min(M, last + 1) - 1 and then one window per later target."""
+    ends = window_ends(doc, block)
+    if block != 1 or not share_head or not len(ends):
+        return [(int(e), block) for e in ends.tolist()]
+    head = min(M, int(ends[-1]))  # ends[-1] = last evaluated target + 1
+    out = [(head, head)] if int(ends[0]) <= head else []
+    return out + [(int(e), 1) for e in ends.tolist() if e > head]
+
+
 def window_ends(doc: Document, block: int) -> np.ndarray:
     """Ends (exclusive, input coordinates) of the windows ``blocked:block`` runs on ``doc``.
 
@@ -145,6 +166,7 @@ class EvalBatches:
         *,
         max_examples: int | None = None,
         bits_per_dim: bool = False,
+        share_head: bool = False,
     ):
         if protocol.block > M:
             raise ValueError(f"protocol {protocol.name}: block > num_latents={M}")
@@ -155,10 +177,11 @@ class EvalBatches:
         n = len(docs) if not max_examples else min(max_examples, len(docs))
         self.docs = docs if n == len(docs) else docs[:n]
         self.protocol, self.L, self.M, self.batch_size = protocol.name, L, M, batch_size
-        self.block = protocol.block
-        windows, words, self._P, self._has_score = 0, [], None, False
+        self.block, self.share_head = protocol.block, share_head
+        n_windows, targets, words, self._P, self._has_score = 0, 0, [], None, False
         for d in self.docs:  # one pass: counts only
-            windows += len(window_ends(d, self.block))
+            n_windows += len(self._windows(d))
+            targets += int(len(d.tokens) - 1 if d.evaluated is None else d.evaluated.sum())
             words.append(d.num_words)
             if d.positions is not None and self._P is None:
                 self._P = d.positions.shape[-1]
@@ -166,27 +189,31 @@ class EvalBatches:
         self.info = {
             "protocol": self.protocol,
             "documents": len(self.docs),
-            "windows": int(windows),
+            "windows": int(n_windows),
+            "targets": targets,
             "num_words": float(sum(words)) if words and all(w is not None for w in words) else None,
             "bits_per_dim": bits_per_dim,
         }
+
+    def _windows(self, d: Document) -> list[tuple[int, int]]:
+        return windows(d, self.block, self.M, self.share_head)
 
     def __len__(self) -> int:  # number of batches
         return -(-self.info["windows"] // self.batch_size)
 
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
-        jobs: list[tuple[int, Document, int]] = []
+        jobs: list[tuple[int, Document, int, int]] = []
         for i, d in enumerate(self.docs):
-            for e in window_ends(d, self.block).tolist():
-                jobs.append((i, d, int(e)))
+            for e, scored in self._windows(d):
+                jobs.append((i, d, e, scored))
                 if len(jobs) == self.batch_size:
                     yield self._batch(jobs)
                     jobs = []
         if jobs:
             yield self._batch(jobs)
 
-    def _batch(self, jobs: list[tuple[int, Document, int]]) -> dict[str, np.ndarray]:
-        L, M, B = self.L, self.M, self.block
+    def _batch(self, jobs: list[tuple[int, Document, int, int]]) -> dict[str, np.ndarray]:
+        L, M = self.L, self.M
         n = len(jobs)
         # Each window needs inputs [e - L, e) and targets up to e: cut a local slice of at most
         # L + 1 tokens from its document (never the whole document: stride1 on long documents).
@@ -195,7 +222,7 @@ class EvalBatches:
         evaluated = np.zeros((n, L), bool)
         score = np.zeros((n, L), bool) if self._has_score else None
         ends = np.zeros(n, np.int64)
-        for r, (_, d, e) in enumerate(jobs):
+        for r, (_, d, e, _) in enumerate(jobs):
             s0 = max(0, e - L)
             k = e + 1 - s0
             seqs[r, :k] = d.tokens[s0 : e + 1]
@@ -208,9 +235,10 @@ class EvalBatches:
             ends[r] = e - s0
         w = cut_windows(seqs, ends, L, M, score, positions_BxTxP=pos)
         ev_w = cut_windows(seqs, ends, L, M, evaluated)["score_mask"]
-        scored = ev_w & (np.arange(M) >= M - B)[None, :]
+        scored_B = np.array([n for *_, n in jobs])
+        scored = ev_w & (np.arange(M)[None, :] >= M - scored_B[:, None])
         w["targets"] = np.where(scored, w["targets"], PAD_ID).astype(np.int32)
         if score is not None:
             w["score_mask"] &= scored
-        w["seq_id"] = np.array([i for i, _, _ in jobs])
+        w["seq_id"] = np.array([i for i, *_ in jobs])
         return w
