@@ -56,7 +56,7 @@ def variants(tiny: bool, batches: list[int]) -> list[tuple[str, object, list[int
     cp = SECTIONS["copy"].presets["random_mirrored_131072"]
     if tiny:  # toy sizes: the same code path, seconds on a CPU
         toy = dict(num_latents=64, d_model=64, cross_heads=4, self_heads=4)
-        im = _with(im, max_context=256, **toy)
+        im = _with(im, max_context=256, attention_impl="fused", **toy)  # XLA here: the fused path runs
         cp = _with(cp, max_context=512, num_layers=2, **toy)
     out = []
     for layers in (4, 8):
@@ -73,9 +73,11 @@ def _with(exp, **model):
 def time_one(name: str, exp, batches: list[int], budget: float, steps: int) -> dict:
     from repro.bench import _Prepared
     from repro.flops import train_step_flops
+    from repro.model import attention
 
     tried = []
     for b in batches:
+        attention.FUSED_TRACED.clear()
         e = dataclasses.replace(exp, preset=name, train=dataclasses.replace(exp.train, batch_size=b, grad_accum=1))
         t0 = time.perf_counter()
         try:
@@ -98,6 +100,7 @@ def time_one(name: str, exp, batches: list[int], budget: float, steps: int) -> d
             "num_latents": e.model.num_latents,
             "compute_dtype": e.model.resolved_dtype(),
             "attention_impl": e.model.resolved_attention(),
+            "fused_traced": sorted(f"{i}/{d}" for i, d in attention.FUSED_TRACED),  # what really ran
             "params": prep.num_params,
             "step_seconds_median": med,
             "step_seconds_all": times,
@@ -111,7 +114,8 @@ def time_one(name: str, exp, batches: list[int], budget: float, steps: int) -> d
             "tried": tried,
         }
         prep.release()
-        print(f"  {name} batch {b}: {med * 1e3:.1f} ms/step, {row['achieved_tflops']:.1f} TFLOP/s", flush=True)
+        print(f"  {name} batch {b}: {med * 1e3:.1f} ms/step, {row['achieved_tflops']:.1f} TFLOP/s, "
+              f"fused kernels {row['fused_traced']}", flush=True)  # fmt: skip
         return row
     return {"name": name, "skipped": "no batch fitted", "tried": tried}
 
@@ -156,7 +160,7 @@ def main() -> None:
         f"git {res['git_sha']}, {res['date']}, backend {jax.default_backend()}; bf16 matmul peak measured "
         f"{measured:.0f} TFLOP/s, spec peak {a.peak_tflops:.0f}. Analytic model FLOPs per step / median step time.",
         "",
-        "| model | batch | compute | attention | step (ms) | TFLOP/s | MFU (spec) | MFU (measured matmul) |",
+        "| model | batch | compute | attention (kernels traced) | step (ms) | TFLOP/s | MFU (spec) | MFU (matmul) |",
         "|---|---:|---|---|---:|---:|---:|---:|",
     ]
     for r in rows:
@@ -164,7 +168,8 @@ def main() -> None:
             lines.append(f"| {r['name']} | — | | | not run: {r['skipped']} | | | |")
             continue
         lines.append(
-            f"| {r['name']} | {r['batch']} | {r['compute_dtype']} | {r['attention_impl']} | "
+            f"| {r['name']} | {r['batch']} | {r['compute_dtype']} | {r['attention_impl']} "
+            f"({', '.join(r['fused_traced']) or '-'}) | "
             f"{r['step_seconds_median'] * 1e3:.1f} | {r['achieved_tflops']:.1f} | {r['mfu_vs_spec_peak']:.1%} | "
             f"{r['mfu_vs_measured_matmul']:.1%} |"
         )

@@ -62,6 +62,9 @@ def dense_attention(q_BxMxHxK, k_BxLxHxK, v_BxLxHxK, q_idx_M, k_idx_BxL, key_val
 
 
 _FUSED_FALLBACK_WARNED = False
+# (implementation, dtype) of every fused attention traced in this process: what really ran
+# (benchmarks/device_step.py reports it; cuDNN needs bfloat16 / float16 inputs).
+FUSED_TRACED: set[tuple[str, str]] = set()
 
 
 def fused_attention(q_BxMxHxK, k_BxLxHxK, v_BxLxHxK, q_idx_M, k_idx_BxL, key_valid_BxL, *, implementation=None):
@@ -86,7 +89,9 @@ def fused_attention(q_BxMxHxK, k_BxLxHxK, v_BxLxHxK, q_idx_M, k_idx_BxL, key_val
 
             warnings.warn(f"cuDNN attention unavailable ({e}); using XLA's dot_product_attention", stacklevel=2)
             _FUSED_FALLBACK_WARNED = True
+        implementation = "xla"
         out = jax.nn.dot_product_attention(q_BxMxHxK, k_BxLxHxK, v_BxLxHxK, mask=mask_Bx1xMxL, implementation="xla")
+    FUSED_TRACED.add((implementation, str(q_BxMxHxK.dtype)))
     # A row with no visible key: XLA averages over the masked keys (later inputs too); we give 0.
     visible_BxMx1x1 = mask_Bx1xMxL[:, 0].any(-1)[:, :, None, None]
     return jnp.where(visible_BxMx1x1, out, 0).astype(v_BxLxHxK.dtype)
