@@ -4,7 +4,8 @@
 # Runs (run directories, prepared demo corpora) live under SCRATCH; the record of each run goes to
 # SCRATCH/results/<section>/<preset>/ (results.json: the one-schema row with config, data hash,
 # steps, device, git SHA; config.json, metrics.jsonl, the samples), to be copied into results/.
-# Run it from a clean checkout: the git SHA is part of the record.
+# Run it from a clean checkout: the git SHA is part of the record. TWIN_PROTOCOL=blocked:128 also
+# evaluates *_transformer presets under that protocol (their Perceiver AR twin's), into evals/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scratch=$1; shift
@@ -18,11 +19,15 @@ for item in "$@"; do
   "$BIN/repro" run "$section" --preset "$preset" --workdir "$wd" --no-progress
   if [[ "$preset" != *transformer* ]]; then
     "$BIN/repro" sample "$section" --workdir "$wd" --num 8 || echo "sampling $section/$preset failed"
+  elif [ -n "${TWIN_PROTOCOL:-}" ]; then
+    # The Transformer baseline also under its Perceiver AR twin's protocol (same context per target).
+    "$BIN/repro" eval "$section" --workdir "$wd" --protocol "$TWIN_PROTOCOL" --no-progress
   fi
   end=$(date +%s)
   dest="$scratch/results/$section/$preset"
   rm -rf "$dest"; mkdir -p "$dest"
   cp "$wd/results.json" "$wd/config.json" "$wd/metrics.jsonl" "$dest/"
   [ -d "$wd/samples" ] && cp -r "$wd/samples" "$dest/samples"
+  [ -d "$wd/evals" ] && cp -r "$wd/evals" "$dest/evals"
   printf '{"command": "repro run %s --preset %s", "wall_seconds_command": %d}\n' "$section" "$preset" $((end - start)) > "$dest/command.json"
 done
