@@ -43,7 +43,7 @@ def make_row(
     """A result row (see the module docstring). ``kind``: "train" (the end of ``repro run``) or
     "eval" (``repro eval``); ``section``: the :class:`repro.section.Section`; ``dataset``: a
     :class:`repro.data.pipeline.DatasetInfo`."""
-    from repro.runinfo import device_info, git_sha, now, versions
+    from repro.runinfo import device_info, git_sha, git_sha_now, now, versions
 
     h = section.headline
     value = metrics.get(h.key)
@@ -89,6 +89,9 @@ def make_row(
         "date": now(),
         "config": experiment_to_dict(exp),
     }
+    now_sha = git_sha_now()
+    if now_sha != row["git_sha"]:  # the checkout moved while this process ran
+        row["git_sha_at_write"] = now_sha
     row.update(extra or {})
     return row
 

@@ -17,7 +17,20 @@ import jax
 _PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy")
 
 
+_FIRST_SHA: str | None = None
+
+
 def git_sha() -> str:
+    """The code this process runs: HEAD of the repo this package lives in (``-dirty`` with
+    uncommitted changes) as read at the first call, which a run makes when it starts; a checkout
+    that moves while a run trains does not change it (``git_sha_now`` reads it again)."""
+    global _FIRST_SHA
+    if _FIRST_SHA is None:
+        _FIRST_SHA = git_sha_now()
+    return _FIRST_SHA
+
+
+def git_sha_now() -> str:
     """HEAD of the repo this package lives in, with ``-dirty`` if its code has uncommitted changes
     (files under ``results/`` are outputs, not code, and do not count)."""
     here = Path(__file__).resolve().parent

@@ -457,3 +457,23 @@ def test_a_second_ctrl_c_during_a_checkpoint_write_waits_for_it():
     assert written == ["checkpoint complete"]
     with pytest.raises(KeyboardInterrupt):  # outside a write the second Ctrl-C stops at once
         stop._handle(signal.SIGINT, None)
+
+
+def test_result_rows_name_the_code_a_run_started_with(monkeypatch):
+    """A checkout that moves while a run trains: the row names the SHA read at the start (the
+    code that ran) and, beside it, the one at write time."""
+    from repro import results, runinfo
+
+    monkeypatch.setattr(runinfo, "_FIRST_SHA", None)
+    shas = iter(["aaa111", "bbb222", "bbb222"])
+    monkeypatch.setattr(runinfo, "git_sha_now", lambda: next(shas))
+    assert runinfo.git_sha() == "aaa111"  # the run's start
+    assert runinfo.git_sha() == "aaa111"  # cached, although HEAD moved
+    from experiments import SECTIONS
+
+    sec = SECTIONS["copy"]
+    exp = sec.presets["smoke"]
+    info = sec.source(exp).info
+    row = results.make_row(kind="eval", exp=exp, section=sec, dataset=info, split="validation",
+                           metrics={"scored_token_accuracy": 1.0}, steps=1, num_params=1)  # fmt: skip
+    assert row["git_sha"] == "aaa111" and row["git_sha_at_write"] == "bbb222"

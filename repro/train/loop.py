@@ -54,7 +54,7 @@ from repro.parallel import (
     state_shardings,
 )
 from repro.results import make_row, read_row, write_row
-from repro.runinfo import write_json_atomic
+from repro.runinfo import git_sha, write_json_atomic
 from repro.train.errors import TrainingDiverged, TrainingInterrupted
 from repro.train.optim import make_optimizer
 from repro.train.runlog import RunLog, read_metrics
@@ -245,6 +245,7 @@ def train(
         console = Console(stderr=True, quiet=True)
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
+    git_sha()  # the code this run starts with is what its result row names (repro/runinfo.py)
     with _workdir_lock(workdir, is_main):
         _check_workdir(workdir, exp)
         if is_main:
