@@ -328,6 +328,11 @@ class TrainConfig:
     checkpoint_every: int = 500
     keep_checkpoints: int = 2  # the latest N checkpoints are kept ...
     keep_best_checkpoints: int = 1  # ... and the best N by eval nats/token (0 = off)
+    # A run directory whose newest checkpoint's *parameters* start this run (fresh optimiser, step
+    # 0): a curriculum stage, e.g. the copy task at a longer length. Same parameter shapes needed
+    # (size position tables for the longest length from the start). Used only when this run's
+    # own workdir has no checkpoint yet (a resume continues from its own). "" = off.
+    init_from: str = ""
 
 
 @dataclass(frozen=True)

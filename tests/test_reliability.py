@@ -477,3 +477,31 @@ def test_result_rows_name_the_code_a_run_started_with(monkeypatch):
     row = results.make_row(kind="eval", exp=exp, section=sec, dataset=info, split="validation",
                            metrics={"scored_token_accuracy": 1.0}, steps=1, num_params=1)  # fmt: skip
     assert row["git_sha"] == "aaa111" and row["git_sha_at_write"] == "bbb222"
+
+
+def test_init_from_starts_a_longer_run_from_another_runs_parameters(copy_run, tmp_path):
+    """train.init_from (a curriculum stage): the copy smoke run's parameters start a run at a
+    longer length (same shapes: sinusoidal positions have none), with a fresh optimiser at step
+    0; a model of other shapes is refused in one line."""
+    import jax
+
+    from repro.train.loop import _params_from, build
+
+    exp, wd, _ = copy_run
+    longer = apply_overrides(COPY.presets["smoke"], ["data.seq_len=48", "model.max_context=48", f"train.init_from={wd}",
+                                                     "train.steps=4", "train.eval_every=4"])  # fmt: skip
+    run = build(longer, init=False)
+    params, step = _params_from(wd, run, print)
+    ckpt = Checkpointer(wd, read_only=True)
+    saved = ckpt.restore(step, run.abstract)["params"]
+    ckpt.close()
+    assert step == 20
+    for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(saved), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    row = app.run(COPY, longer, tmp_path / "longer", show_progress=False)
+    assert row["steps"] == 4 and row["config"]["train"]["init_from"] == str(wd)
+    wider = apply_overrides(longer, ["model.d_model=64"])
+    with pytest.raises(ConfigError, match="do not have this model's shapes"):
+        app.run(COPY, wider, tmp_path / "wider", show_progress=False)
+    with pytest.raises(ConfigError, match="no checkpoints"):
+        app.run(COPY, apply_overrides(longer, [f"train.init_from={tmp_path}"]), tmp_path / "x", show_progress=False)

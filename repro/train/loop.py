@@ -286,6 +286,23 @@ class _workdir_lock:
         return False
 
 
+def _params_from(src: Path, run: Run, warn) -> tuple[Any, int]:
+    """The parameters of the newest good checkpoint in run directory ``src`` (``train.init_from``)
+    restored into this run's shapes and shardings, and its step."""
+    if not (src / "checkpoints").is_dir():
+        raise C.ConfigError(f"train.init_from={src}: no checkpoints/ there (a run directory of `repro run`)")
+    other = Checkpointer(src, read_only=True)
+    try:
+        step, state, _ = restore_verified(other, run.abstract, None, warn=warn)
+    except C.ConfigError:
+        raise C.ConfigError(f"train.init_from={src}: its parameters do not have this model's shapes") from None
+    finally:
+        other.close()
+    if not step:
+        raise C.ConfigError(f"train.init_from={src}: no checkpoint could be restored")
+    return state["params"], step
+
+
 def _train(exp, section, dataset: Pipeline, workdir: Path, run: Run, ckpt: Checkpointer, console, show_progress,
            is_main, prefetch):  # fmt: skip
     t = exp.train
@@ -315,6 +332,10 @@ def _train(exp, section, dataset: Pipeline, workdir: Path, run: Run, ckpt: Check
     else:
         fresh = build(exp, mesh=run.mesh)
         run.params, run.opt_state = fresh.params, fresh.opt_state
+        if t.init_from:
+            run.params, init_step = _params_from(Path(t.init_from), run, warn)
+            console.print(f"[bold]initialised[/] from {t.init_from} (its step {init_step}): parameters only, "
+                          "fresh optimiser state, step 0", highlight=False)  # fmt: skip
     runlog = RunLog(workdir / "metrics.jsonl", enabled=is_main)
     history = read_metrics(runlog.path, warn=warn)
     if history and is_main:
