@@ -15,7 +15,7 @@ chunked recompute when on) per second; MFU divides it by the chip's peak: the bf
 given by ``--peak-tflops`` (H100 / H200 SXM: 989) and, beside it, the matmul peak measured here.
 
     python3 benchmarks/device_step.py --out results/device
-    python3 benchmarks/device_step.py --tiny --out /tmp/x   # the same code path at toy sizes (CPU)
+    python3 benchmarks/device_step.py --tiny --out runs/device_tiny   # the same code path at toy sizes (CPU)
 """
 
 from __future__ import annotations
