@@ -194,45 +194,68 @@ class Pipeline:
         )  # fmt: skip
 
 
-def prefetch(items: Iterable[Any], depth: int = 2) -> Iterator[Any]:
-    """The items of ``items``, produced ``depth`` ahead on a daemon thread (evaluation windows:
-    numpy's copies release the GIL, so cutting them overlaps with the device). Same items, same
-    order; an exception raised while producing is raised here, in order."""
-    q: queue.Queue = queue.Queue(maxsize=max(depth, 1))
-    stop = threading.Event()
-    done = object()
+class _Ahead:
+    """The items of ``items`` produced ``depth`` ahead on a daemon thread, started at once (numpy's
+    copies release the GIL, so producing overlaps with the device). Iterating gives the same
+    items in the same order; an exception raised while producing is raised at its place in
+    that order. ``close()`` stops the thread (it also stops when the items run out)."""
 
-    def put(entry) -> bool:  # False once the consumer has gone
-        while not stop.is_set():
+    _DONE = object()
+
+    def __init__(self, items: Iterable[Any], depth: int = 2):
+        self._q: queue.Queue = queue.Queue(maxsize=max(depth, 1))
+        self._stop = threading.Event()
+        self._finished = False
+
+        def put(entry) -> bool:  # False once the consumer has gone
+            while not self._stop.is_set():
+                try:
+                    self._q.put(entry, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        def work():
             try:
-                q.put(entry, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
+                for item in items:
+                    if not put((item, None)):
+                        return
+                put((self._DONE, None))
+            except BaseException as e:  # handed to the consumer, raised there
+                put((self._DONE, e))
 
-    def work():
-        try:
-            for item in items:
-                if not put((item, None)):
-                    return
-            put((done, None))
-        except BaseException as e:  # handed to the consumer, raised there
-            put((done, e))
+        self._thread = threading.Thread(target=work, name="repro-prefetch", daemon=True)
+        self._thread.start()
 
-    thread = threading.Thread(target=work, name="repro-prefetch-iter", daemon=True)
-    thread.start()
+    def __iter__(self) -> _Ahead:
+        return self
+
+    def __next__(self) -> Any:
+        if self._finished:
+            raise StopIteration
+        item, exc = self._q.get()
+        if item is self._DONE:
+            self._finished = True
+            if exc is not None:
+                raise exc
+            raise StopIteration
+        return item
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+def prefetch(items: Iterable[Any], depth: int = 2) -> Iterator[Any]:
+    """The items of ``items``, produced ``depth`` ahead on a daemon thread (evaluation windows).
+    Same items, same order; an exception raised while producing is raised here, in order; the
+    thread stops when the consumer leaves (the generator is closed)."""
+    ahead = _Ahead(items, depth)
     try:
-        while True:
-            item, exc = q.get()
-            if item is done:
-                if exc is not None:
-                    raise exc
-                return
-            yield item
+        yield from ahead
     finally:
-        stop.set()
-        thread.join(timeout=5)
+        ahead.close()
 
 
 class Prefetcher:
@@ -241,41 +264,16 @@ class Prefetcher:
     Batches are pure functions of the step, so prefetching changes no result."""
 
     def __init__(self, make: Callable[[int], Any], start: int, stop: int, depth: int = 2):
-        self._q: queue.Queue = queue.Queue(maxsize=max(depth, 1))
-        self._stop = threading.Event()
-        self._next = start
-
-        def work():
-            for s in range(start, stop):
-                if self._stop.is_set():
-                    return
-                try:
-                    item = (s, make(s), None)
-                except BaseException as e:  # handed to the consumer, raised there
-                    item = (s, None, e)
-                while not self._stop.is_set():
-                    try:
-                        self._q.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if item[2] is not None:
-                    return
-
-        self._thread = threading.Thread(target=work, name="repro-prefetch", daemon=True)
-        self._thread.start()
+        self._ahead = _Ahead(((s, make(s)) for s in range(start, stop)), depth)
 
     def get(self, step: int) -> Any:
-        s, batch, exc = self._q.get()
-        if exc is not None:
-            raise exc
+        s, batch = next(self._ahead)
         if s != step:
             raise RuntimeError(f"prefetcher out of order: wanted step {step}, got {s}")
         return batch
 
     def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
+        self._ahead.close()
 
     def __enter__(self):
         return self
