@@ -129,7 +129,7 @@ def main() -> None:
     p.add_argument("--peak-tflops", type=float, default=989.0, help="bf16 dense peak of the chip (H200 SXM: 989)")
     p.add_argument("--tiny", action="store_true", help="toy sizes (checks the script on a CPU)")
     a = p.parse_args()
-    from repro.runinfo import device_info, git_sha, now, versions, write_json_atomic
+    from repro.runinfo import provenance, write_json_atomic
 
     print(f"backend {jax.default_backend()}, devices {jax.devices()}", flush=True)
     measured = matmul_peak(512 if a.tiny else 8192)
@@ -146,11 +146,7 @@ def main() -> None:
         "matmul_peak_tflops_measured": measured,
         "peak_tflops_spec": a.peak_tflops,
         "tiny": a.tiny,
-        "git_sha": git_sha(),
-        "date": now(),
-        "device": device_info(),
-        "versions": versions(),
-        "produced_by": "benchmarks/device_step.py " + " ".join(sys.argv[1:]),
+        **provenance("benchmarks/device_step.py " + " ".join(sys.argv[1:])),
     }
     a.out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(a.out / "device_step.json", res)

@@ -79,7 +79,7 @@ def main() -> None:
     from repro.bench import _Prepared
     from repro.eval.evaluate import evaluate
     from repro.eval.protocols import EvalBatches, parse_protocol
-    from repro.runinfo import device_info, git_sha, now, versions, write_json_atomic
+    from repro.runinfo import provenance, write_json_atomic
     from repro.train.loop import build
 
     exp = experiment(a.context, a.batch)
@@ -155,11 +155,7 @@ def main() -> None:
         "stride1_shared_head_speedup": speedup,
         "load_average_before": load_before,
         "load_average_after": os.getloadavg(),
-        "git_sha": git_sha(),
-        "date": now(),
-        "device": device_info(),
-        "versions": versions(),
-        "produced_by": "benchmarks/eval_throughput.py " + " ".join(sys.argv[1:]),
+        **provenance("benchmarks/eval_throughput.py " + " ".join(sys.argv[1:])),
     }
     a.out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(a.out / "eval_throughput.json", res)

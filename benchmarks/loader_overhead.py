@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 from experiments import SECTIONS  # noqa: E402
 from repro.data.pipeline import Prefetcher  # noqa: E402
 from repro.parallel import batch_sharding  # noqa: E402
-from repro.runinfo import device_info, git_sha, now, versions, write_json_atomic, write_text_atomic  # noqa: E402
+from repro.runinfo import provenance, write_json_atomic, write_text_atomic  # noqa: E402
 from repro.train.loop import build  # noqa: E402
 
 PRESETS = (("copy", "cpu"), ("imagenet64", "cpu"))
@@ -97,11 +97,8 @@ def main() -> None:
         "what": "step time with the real loader vs a constant batch (benchmarks/loader_overhead.py)",
         "command": " ".join(["python", "benchmarks/loader_overhead.py", *sys.argv[1:]]),
         "rows": rows,
-        "git_sha": git_sha(),
-        "device": device_info(),
-        "versions": versions(),
         "load_average": os.getloadavg(),
-        "date": now(),
+        **provenance(),
     }
     write_json_atomic(a.out / "loader_overhead.json", record)
     lines = [

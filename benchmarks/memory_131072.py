@@ -36,7 +36,7 @@ from repro.config import experiment_to_dict  # noqa: E402
 from repro.dryrun import cost_flops, memory_stats  # noqa: E402
 from repro.flops import human, train_step_flops  # noqa: E402
 from repro.parallel import batch_sharding  # noqa: E402
-from repro.runinfo import device_info, git_sha, now, versions, write_json_atomic  # noqa: E402
+from repro.runinfo import provenance, write_json_atomic  # noqa: E402
 from repro.train.loop import build  # noqa: E402
 
 
@@ -137,10 +137,7 @@ def main() -> None:
         "analytic_gflops_per_second": fl["step"] / float(np.median(steady)) / 1e9,
         "xla_flops_per_step": cost_flops(compiled),
         "load_average_1_5_15min": os.getloadavg(),
-        "git_sha": git_sha(),
-        "device": device_info(),
-        "versions": versions(),
-        "date": now(),
+        **provenance(),
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "config": experiment_to_dict(exp),
     }

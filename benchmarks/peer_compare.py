@@ -27,7 +27,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
-from repro.runinfo import device_info, git_sha, now, versions, write_json_atomic  # noqa: E402
+from repro.runinfo import provenance, write_json_atomic  # noqa: E402
 
 
 def run_peer(python: str, n: int, steps: int) -> dict:
@@ -86,12 +86,8 @@ def main() -> None:
         },  # fmt: skip
         "results": results,
         "load_average_after": os.getloadavg(),
-        "git_sha": git_sha(),
-        "date": now(),
-        "device": device_info(),
-        "versions": versions(),
         "peer_torch": results[next(iter(results))]["peer"][0]["torch"],
-        "produced_by": "benchmarks/peer_compare.py " + " ".join(sys.argv[1:]).replace(a.peer_python, "<peer venv>"),
+        **provenance("benchmarks/peer_compare.py " + " ".join(sys.argv[1:]).replace(a.peer_python, "<peer venv>")),
     }
     a.out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(a.out / "peer_pytorch.json", res)

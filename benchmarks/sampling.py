@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from repro.config import ModelConfig  # noqa: E402
 from repro.data.tokens import NUM_RESERVED, SOS_ID  # noqa: E402
 from repro.model import PerceiverAR, count_params  # noqa: E402
-from repro.runinfo import device_info, git_sha, now, versions  # noqa: E402
+from repro.runinfo import provenance  # noqa: E402
 from repro.sample.sampler import SampleConfig, generate  # noqa: E402
 
 D, LAYERS, HEADS, M, VOCAB = 128, 2, 4, 128, 259
@@ -111,10 +111,7 @@ def main() -> None:
         "method": "(t(1 + K tokens) - t(1 token)) / K, best of --repeats runs after compilation",
         "goal": "cached <= 1/20 of recompute at 4k context",
         "rows": rows,
-        "git_sha": git_sha(),
-        "device": device_info(),
-        "versions": versions(),
-        "date": now(),
+        **provenance(),
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "sampling.json").write_text(json.dumps(result, indent=2) + "\n")

@@ -96,15 +96,15 @@ def main() -> None:
     if a.child:
         child(a.child, a.steps)
         return
-    from repro.runinfo import device_info, git_sha, now, versions, write_json_atomic
+    from repro.runinfo import provenance, write_json_atomic
 
     res = {"lengths": {}, "load_average_before": os.getloadavg()}
     for n in [int(x) for x in a.lengths.split(",")]:
         steps = a.steps if n <= 2048 else max(3, a.steps // 2)
         res["lengths"][str(n)] = {"allocator": allocator(n, steps, a.rounds), "cross_kv_per_vocab": per_vocab(n, steps)}
         print(f"N={n} done", flush=True)
-    res.update(load_average_after=os.getloadavg(), git_sha=git_sha(), date=now(), device=device_info(),
-               versions=versions(), produced_by="benchmarks/step_ablation.py " + " ".join(sys.argv[1:]))  # fmt: skip
+    produced_by = "benchmarks/step_ablation.py " + " ".join(sys.argv[1:])
+    res.update(load_average_after=os.getloadavg(), **provenance(produced_by))
     a.out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(a.out / "step_ablation.json", res)
     lines = [

@@ -73,6 +73,15 @@ def now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
+def provenance(produced_by: str | None = None) -> dict[str, Any]:
+    """What every record under ``results/`` carries beside its numbers: the git SHA of the code,
+    the device, package versions, the date and, when given, the command that produced it."""
+    out = {"git_sha": git_sha(), "device": device_info(), "versions": versions(), "date": now()}
+    if produced_by is not None:
+        out["produced_by"] = produced_by
+    return out
+
+
 def write_bytes_atomic(path: Path, data: bytes) -> None:
     """Write ``data`` to a temporary file in the same directory, fsync, then rename over ``path``:
     a reader sees the old file or the new one, never half of one; a failure (a full disk, a
