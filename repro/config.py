@@ -29,7 +29,8 @@ ACCELERATOR_DEFAULTS: dict[str, Any] = {"compute_dtype": "auto", "attention_impl
 LONG_CONTEXT = 16384  # "auto" attention off a GPU: chunked from this many inputs on, dense below
 
 
-def _backend(backend: str | None) -> str:
+def backend_kind(backend: str | None = None) -> str:
+    """ "gpu", "tpu" or "cpu": ``backend`` (default: JAX's) with CUDA / ROCm names read as "gpu"."""
     if backend is None:
         import jax  # lazy: `repro list` and config parsing stay light
 
@@ -41,7 +42,7 @@ def resolve_compute_dtype(value: str, backend: str | None = None) -> str:
     """``auto`` -> bfloat16 on a GPU / TPU, float32 on a CPU; any other value is itself."""
     if value != "auto":
         return value
-    return "bfloat16" if _backend(backend) in ACCELERATORS else "float32"
+    return "bfloat16" if backend_kind(backend) in ACCELERATORS else "float32"
 
 
 def resolve_attention_impl(value: str, max_context: int, backend: str | None = None) -> str:
@@ -50,7 +51,7 @@ def resolve_attention_impl(value: str, max_context: int, backend: str | None = N
     dot_product_attention has no memory-efficient CPU / TPU kernel). Other values are themselves."""
     if value != "auto":
         return value
-    if _backend(backend) == "gpu":
+    if backend_kind(backend) == "gpu":
         return "fused"
     return "chunked" if max_context >= LONG_CONTEXT else "dense"
 

@@ -33,6 +33,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from repro.config import backend_kind
+
 MASK_VALUE = -1e30
 
 
@@ -76,7 +78,7 @@ def fused_attention(q_BxMxHxK, k_BxLxHxK, v_BxLxHxK, q_idx_M, k_idx_BxL, key_val
     forced = implementation is not None
     if implementation is None:
         half = q_BxMxHxK.dtype in (jnp.bfloat16, jnp.float16)
-        implementation = "cudnn" if half and jax.default_backend() == "gpu" else "xla"
+        implementation = "cudnn" if half and backend_kind() == "gpu" else "xla"
     try:
         out = jax.nn.dot_product_attention(
             q_BxMxHxK, k_BxLxHxK, v_BxLxHxK, mask=mask_Bx1xMxL, implementation=implementation
