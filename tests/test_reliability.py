@@ -503,5 +503,6 @@ def test_init_from_starts_a_longer_run_from_another_runs_parameters(copy_run, tm
     wider = apply_overrides(longer, ["model.d_model=64"])
     with pytest.raises(ConfigError, match="do not have this model's shapes"):
         app.run(COPY, wider, tmp_path / "wider", show_progress=False)
+    assert not (tmp_path / "wider" / "config.json").exists()  # nothing blocks the corrected command there
     with pytest.raises(ConfigError, match="no checkpoints"):
         app.run(COPY, apply_overrides(longer, [f"train.init_from={tmp_path}"]), tmp_path / "x", show_progress=False)

@@ -248,12 +248,17 @@ def train(
     git_sha()  # the code this run starts with is what its result row names (repro/runinfo.py)
     with _workdir_lock(workdir, is_main):
         _check_workdir(workdir, exp)
-        if is_main:
-            write_json_atomic(workdir / "config.json", C.experiment_to_dict(exp))
         run = build(exp, init=False)
         ckpt = Checkpointer(workdir, keep=t.keep_checkpoints, keep_best=t.keep_best_checkpoints)
         try:
-            return _train(exp, section, dataset, workdir, run, ckpt, console, show_progress, is_main, prefetch)
+            # train.init_from is read before config.json is written: a bad source leaves nothing
+            # that would block the corrected command in the same workdir.
+            init = None
+            if t.init_from and ckpt.latest_step() is None:
+                init = _params_from(Path(t.init_from), run, lambda m: console.print(f"[yellow]warning:[/] {m}"))
+            if is_main:
+                write_json_atomic(workdir / "config.json", C.experiment_to_dict(exp))
+            return _train(exp, section, dataset, workdir, run, ckpt, console, show_progress, is_main, prefetch, init)
         finally:
             ckpt.close()
 
@@ -304,7 +309,7 @@ def _params_from(src: Path, run: Run, warn) -> tuple[Any, int]:
 
 
 def _train(exp, section, dataset: Pipeline, workdir: Path, run: Run, ckpt: Checkpointer, console, show_progress,
-           is_main, prefetch):  # fmt: skip
+           is_main, prefetch, init=None):  # fmt: skip
     t = exp.train
     pc = jax.process_count()
     fingerprint = config_fingerprint(exp)
@@ -333,7 +338,7 @@ def _train(exp, section, dataset: Pipeline, workdir: Path, run: Run, ckpt: Check
         fresh = build(exp, mesh=run.mesh)
         run.params, run.opt_state = fresh.params, fresh.opt_state
         if t.init_from:
-            run.params, init_step = _params_from(Path(t.init_from), run, warn)
+            run.params, init_step = init or _params_from(Path(t.init_from), run, warn)
             console.print(f"[bold]initialised[/] from {t.init_from} (its step {init_step}): parameters only, "
                           "fresh optimiser state, step 0", highlight=False)  # fmt: skip
     runlog = RunLog(workdir / "metrics.jsonl", enabled=is_main)
