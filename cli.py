@@ -543,6 +543,8 @@ def _main() -> None:
     from repro.data.source import DataError
 
     signal.signal(signal.SIGINT, signal.default_int_handler)  # from here on, Ctrl-C is KeyboardInterrupt
+    if _HARD_EXIT:
+        sys.unraisablehook = _abort_on_lost_interrupt(sys.unraisablehook)
     try:
         rc = app(standalone_mode=False)
     except (UserError, ConfigError, DataError) as e:
@@ -570,6 +572,21 @@ def _main() -> None:
 
 
 _HARD_EXIT = True  # the test suite's in-process CLI runs set this False (os._exit would end pytest)
+
+
+def _abort_on_lost_interrupt(hook):
+    """An unraisable hook for the command's run: a Ctrl-C whose KeyboardInterrupt was raised
+    inside a callback Python cannot propagate from (seen: JAX's garbage-collection callback,
+    which printed "Exception ignored in ... Traceback" and trained on) ends the command as any
+    other Ctrl-C does: "aborted", exit 130. Everything else goes to ``hook``."""
+
+    def handle(unraisable):
+        if isinstance(unraisable.exc_value, KeyboardInterrupt):
+            err.print("[red]aborted[/]")
+            _hard_exit(130)
+        hook(unraisable)
+
+    return handle
 
 
 def _hard_exit(code: int) -> None:

@@ -8,6 +8,7 @@ import math
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -506,3 +507,22 @@ def test_init_from_starts_a_longer_run_from_another_runs_parameters(copy_run, tm
     assert not (tmp_path / "wider" / "config.json").exists()  # nothing blocks the corrected command there
     with pytest.raises(ConfigError, match="no checkpoints"):
         app.run(COPY, apply_overrides(longer, [f"train.init_from={tmp_path}"]), tmp_path / "x", show_progress=False)
+
+
+def test_a_ctrl_c_lost_in_a_callback_still_aborts_the_command(tmp_path):
+    """A KeyboardInterrupt raised where Python cannot propagate it (a __del__ or a GC callback,
+    as JAX's is) ends the command with "aborted" and exit 130, with no traceback."""
+    code = (
+        "import sys, cli\n"
+        "sys.unraisablehook = cli._abort_on_lost_interrupt(sys.unraisablehook)\n"
+        "class Lost:\n"
+        "    def __del__(self):\n"
+        "        raise KeyboardInterrupt\n"
+        "Lost()\n"
+        "print('trained on')\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "PYTHONPATH": str(root)})  # fmt: skip
+    assert r.returncode == 130 and "aborted" in r.stderr, (r.returncode, r.stderr)
+    assert "Traceback" not in r.stderr and "trained on" not in r.stdout
