@@ -151,7 +151,7 @@ def run(
     """
     sec, exp = _experiment(section, preset, set_ or [], steps)
     if dry_run:
-        _dry_run(exp, compile_, simulate_devices)
+        _dry_run(sec, exp, compile_, simulate_devices)
         return
     from repro.parallel import maybe_initialize_distributed
 
@@ -177,7 +177,7 @@ def run(
         out.print(f"results: {workdir / 'results.json'}")
 
 
-def _dry_run(exp, compile_: bool | None, simulate_devices: int | None) -> None:
+def _dry_run(sec, exp, compile_: bool | None, simulate_devices: int | None) -> None:
     import jax
 
     if simulate_devices:
@@ -214,6 +214,11 @@ def _dry_run(exp, compile_: bool | None, simulate_devices: int | None) -> None:
         table.add_row("compiled", "no (pass --compile for XLA's FLOP count and memory analysis)")
     precision = f"compute {r['compute_dtype']}, remat {r['remat']}, attention {r['attention_impl']}"
     table.add_row("precision / memory", precision)
+    from repro import app as A
+
+    if stages := A.curriculum(sec, exp):
+        chain = " -> ".join(f"{e.preset} ({e.model.max_context:,})" for e in [*stages, exp])
+        table.add_row("curriculum", f"{chain}: earlier stages train first, in <workdir>/stages/")
     out.print(table)
 
 

@@ -54,12 +54,53 @@ def run(
     console: Console | None = None,
     show_progress: bool = True,
 ) -> dict[str, Any]:
-    """Train (or resume) ``exp``, evaluate it, write ``results.json``; returns the result row."""
+    """Train (or resume) ``exp``, evaluate it, write ``results.json``; returns the result row.
+
+    A curriculum (``train.init_from="preset:NAME"``, see :func:`curriculum`) trains its earlier
+    stages first, each in ``workdir/stages/<preset>`` and each started from the one before; a
+    finished stage is not retrained, so rerunning the command resumes the chain where it stopped."""
     from repro.train.loop import train
 
     console = console or _stderr_console()
-    pipe = pipeline_for(section, exp, data_dir, log=lambda m: console.print(m, highlight=False))
-    return train(exp, pipe, workdir, section=section, console=console, show_progress=show_progress)
+    log = lambda m: console.print(m, highlight=False)  # noqa: E731
+    stages = curriculum(section, exp)
+    prev, summaries = None, []
+    for i, stage in enumerate(stages):
+        wd = Path(workdir) / "stages" / stage.preset
+        console.print(f"[bold]curriculum stage {i + 1}/{len(stages) + 1}[/]: {stage.preset} in {wd}", highlight=False)
+        row = train(stage, pipeline_for(section, stage, data_dir, log=log), wd, section=section, console=console,
+                    show_progress=show_progress, init_dir=prev, curriculum=list(summaries) or None)  # fmt: skip
+        summaries.append({
+            "preset": stage.preset,
+            "workdir": f"stages/{stage.preset}",
+            "seq_len": stage.model.max_context,
+            "steps": row["steps"],
+            "wall_seconds": row["wall_seconds"],
+            "headline": row["headline"]["value"],
+            "stopped_early": row.get("stopped_early", False),
+        })  # fmt: skip
+        prev = wd
+    if stages:
+        console.print(f"[bold]curriculum stage {len(stages) + 1}/{len(stages) + 1}[/]: {exp.preset} in {workdir}",
+                      highlight=False)  # fmt: skip
+    pipe = pipeline_for(section, exp, data_dir, log=log)
+    return train(exp, pipe, workdir, section=section, console=console, show_progress=show_progress, init_dir=prev,
+                 curriculum=summaries or None)  # fmt: skip
+
+
+def curriculum(section: Section, exp: Experiment) -> list[Experiment]:
+    """The earlier stages of ``exp``, first stage first: ``train.init_from="preset:NAME"`` names
+    the section preset this run starts from, which may itself name another. [] for a plain run."""
+    chain, seen, cur = [], {exp.preset}, exp
+    while (name := cur.train.init_preset) is not None:
+        if name not in section.presets:
+            raise UserError(f"train.init_from=preset:{name}: section {section.name} has no preset '{name}'")
+        if name in seen:
+            raise UserError(f"train.init_from=preset:{name}: the curriculum of {exp.preset} loops back to {name}")
+        seen.add(name)
+        cur = section.presets[name]
+        chain.insert(0, cur)
+    return chain
 
 
 def load_run(section: Section, workdir: Path):

@@ -330,10 +330,26 @@ class TrainConfig:
     keep_checkpoints: int = 2  # the latest N checkpoints are kept ...
     keep_best_checkpoints: int = 1  # ... and the best N by eval nats/token (0 = off)
     # A run directory whose newest checkpoint's *parameters* start this run (fresh optimiser, step
-    # 0): a curriculum stage, e.g. the copy task at a longer length. Same parameter shapes needed
-    # (size position tables for the longest length from the start). Used only when this run's
-    # own workdir has no checkpoint yet (a resume continues from its own). "" = off.
+    # 0): a curriculum stage, e.g. the copy task at a longer length. Same parameter shapes, except
+    # that learned position tables may grow (rows past the source's keep this run's fresh init).
+    # "preset:NAME": the section's preset NAME is trained first (itself, and whatever its own
+    # init_from names), each in <workdir>/stages/NAME, by `repro run` (repro/app.py). Used only
+    # when this run's own workdir has no checkpoint yet (a resume continues from its own). "" = off.
     init_from: str = ""
+    # How a position table grows past the source's rows: "extend" keeps this run's fresh rows
+    # for the new positions; "stretch" gives row i the source's row round(i * (n_src - 1) /
+    # (n - 1)) (nearest-neighbour position interpolation, Chen et al. 2023, arXiv:2306.15595), so
+    # position p of the longer run starts where position p * n_src / n was: a length curriculum's
+    # "attend to the mirror position" map carries over up to +-1 position.
+    init_positions: Literal["extend", "stretch"] = "extend"
+
+    @property
+    def init_preset(self) -> str | None:
+        """The preset named by ``init_from="preset:NAME"`` (a curriculum stage), else None."""
+        return self.init_from[len(INIT_FROM_PRESET) :] if self.init_from.startswith(INIT_FROM_PRESET) else None
+
+
+INIT_FROM_PRESET = "preset:"
 
 
 @dataclass(frozen=True)
@@ -390,6 +406,8 @@ class Experiment:
             )
         if self.train.steps < 1:
             raise ConfigError("train.steps must be >= 1")
+        if self.train.init_positions not in ("extend", "stretch"):
+            raise ConfigError(f"train.init_positions must be extend or stretch, got {self.train.init_positions!r}")
         self.data.validate()
         return self
 

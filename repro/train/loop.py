@@ -21,6 +21,7 @@ and raises :class:`TrainingInterrupted` (the CLI exits with 130); a second Ctrl-
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import functools
 import hashlib
@@ -230,10 +231,14 @@ def train(
     console: Console | None = None,
     show_progress: bool = True,
     prefetch: int = 2,
+    init_dir: Path | None = None,
+    curriculum: list[dict] | None = None,
 ) -> dict[str, Any]:
     """Train (or resume) ``exp`` on ``dataset`` (the section's :class:`Pipeline`) in ``workdir``;
     returns the final result row (``repro/results.py``). ``section``: the
-    :class:`repro.section.Section` (default: the one named ``exp.section``)."""
+    :class:`repro.section.Section` (default: the one named ``exp.section``). ``init_dir``: the
+    run directory a ``train.init_from="preset:NAME"`` run starts from (its earlier stage, trained
+    by ``repro.app.run``); ``curriculum``: those stages' summaries, for the result row."""
     if section is None:
         from experiments import SECTIONS
 
@@ -255,10 +260,15 @@ def train(
             # that would block the corrected command in the same workdir.
             init = None
             if t.init_from and ckpt.latest_step() is None:
-                init = _params_from(Path(t.init_from), run, lambda m: console.print(f"[yellow]warning:[/] {m}"))
+                if t.init_preset is not None and init_dir is None:
+                    raise C.ConfigError(f"train.init_from={t.init_from} is a curriculum stage: `repro run` trains "
+                                        f"preset {t.init_preset} first")  # fmt: skip
+                src = Path(init_dir) if init_dir is not None else Path(t.init_from)
+                init = _params_from(src, run, lambda m: console.print(f"[yellow]warning:[/] {m}"))
             if is_main:
                 write_json_atomic(workdir / "config.json", C.experiment_to_dict(exp))
-            return _train(exp, section, dataset, workdir, run, ckpt, console, show_progress, is_main, prefetch, init)
+            return _train(exp, section, dataset, workdir, run, ckpt, console, show_progress, is_main, prefetch, init,
+                          curriculum)  # fmt: skip
         finally:
             ckpt.close()
 
@@ -293,14 +303,25 @@ class _workdir_lock:
 
 def _params_from(src: Path, run: Run, warn) -> tuple[Any, int]:
     """The parameters of the newest good checkpoint in run directory ``src`` (``train.init_from``)
-    restored into this run's shapes and shardings, and its step."""
+    restored into this run's shardings, and its step. They have this run's shapes, except that a
+    learned position table may have fewer rows (a shorter curriculum stage): :func:`_grow_into`
+    completes it."""
     if not (src / "checkpoints").is_dir():
         raise C.ConfigError(f"train.init_from={src}: no checkpoints/ there (a run directory of `repro run`)")
+    like = run.abstract
+    try:  # the source's own shapes, from its config.json (its position tables may be smaller)
+        src_exp = C.experiment_from_dict(json.loads((src / "config.json").read_text()))
+        src_abstract = build(dataclasses.replace(src_exp, mesh=run.exp.mesh), mesh=run.mesh, init=False).abstract
+    except (OSError, ValueError, TypeError, KeyError):
+        src_abstract = None
+    if src_abstract is not None and _growable(src_abstract["params"], like["params"]):
+        like = src_abstract
     other = Checkpointer(src, read_only=True)
     try:
-        step, state, _ = restore_verified(other, run.abstract, None, warn=warn)
+        step, state, _ = restore_verified(other, like, None, warn=warn)
     except C.ConfigError:
-        raise C.ConfigError(f"train.init_from={src}: its parameters do not have this model's shapes") from None
+        raise C.ConfigError(f"train.init_from={src}: its parameters do not have this model's shapes "
+                            "(only learned position tables may grow)") from None  # fmt: skip
     finally:
         other.close()
     if not step:
@@ -308,8 +329,46 @@ def _params_from(src: Path, run: Run, warn) -> tuple[Any, int]:
     return state["params"], step
 
 
+def _is_position_table(path) -> bool:
+    return any(getattr(k, "key", None) == "pos_tables" for k in path)
+
+
+def _growable(src_params, params) -> bool:
+    """Same tree; every leaf the same shape, or a learned position table with fewer rows."""
+    a = jax.tree_util.tree_flatten_with_path(src_params)
+    b = jax.tree_util.tree_flatten_with_path(params)
+    if a[1] != b[1]:
+        return False
+    for (path, x), (_, y) in zip(a[0], b[0], strict=True):
+        if x.shape != y.shape and not (
+            _is_position_table(path) and x.ndim == y.ndim and x.shape[1:] == y.shape[1:] and x.shape[0] < y.shape[0]
+        ):
+            return False
+    return True
+
+
+def _grow_into(fresh, src, how: str = "extend"):
+    """``src``'s parameters where shapes match. A position table with fewer rows (``train.
+    init_positions``): "extend" fills this run's first rows with it and keeps the fresh
+    initialisation of the rest (positions the source never saw); "stretch" maps row i to the
+    source's nearest row ``round(i * (n_src - 1) / (n - 1))``."""
+
+    def one(f, x):
+        if f.shape == x.shape:
+            return x
+        if how == "stretch":
+            n, n_src = f.shape[0], x.shape[0]
+            rows = np.rint(np.arange(n) * (n_src - 1) / max(n - 1, 1)).astype(np.int32)
+            grown = jnp.take(x.astype(f.dtype), jnp.asarray(rows), axis=0)
+        else:
+            grown = jnp.concatenate([x.astype(f.dtype), f[x.shape[0] :]], axis=0)
+        return jax.device_put(grown, f.sharding)
+
+    return jax.tree.map(one, fresh, src)
+
+
 def _train(exp, section, dataset: Pipeline, workdir: Path, run: Run, ckpt: Checkpointer, console, show_progress,
-           is_main, prefetch, init=None):  # fmt: skip
+           is_main, prefetch, init=None, curriculum=None):  # fmt: skip
     t = exp.train
     pc = jax.process_count()
     fingerprint = config_fingerprint(exp)
@@ -337,8 +396,9 @@ def _train(exp, section, dataset: Pipeline, workdir: Path, run: Run, ckpt: Check
     else:
         fresh = build(exp, mesh=run.mesh)
         run.params, run.opt_state = fresh.params, fresh.opt_state
-        if t.init_from:
-            run.params, init_step = init or _params_from(Path(t.init_from), run, warn)
+        if init is not None:
+            src_params, init_step = init
+            run.params = _grow_into(run.params, src_params, t.init_positions)
             console.print(f"[bold]initialised[/] from {t.init_from} (its step {init_step}): parameters only, "
                           "fresh optimiser state, step 0", highlight=False)  # fmt: skip
     runlog = RunLog(workdir / "metrics.jsonl", enabled=is_main)
@@ -488,11 +548,23 @@ def _train(exp, section, dataset: Pipeline, workdir: Path, run: Run, ckpt: Check
             "train_seconds_this_session": time.perf_counter() - t0,
             "data_hash": src.data_hash(split, exp.data.eval_examples),
             "mesh": describe(run.mesh),
+            **_curriculum_totals(curriculum, step, wall),
         },
     )  # fmt: skip
     if is_main:
         write_row(workdir / "results.json", results)
     return results
+
+
+def _curriculum_totals(stages: list[dict] | None, steps: int, wall: float) -> dict[str, Any]:
+    """A curriculum run's row: its earlier stages and the whole chain's steps and wall time."""
+    if not stages:
+        return {}
+    return {
+        "curriculum": stages,
+        "curriculum_steps": sum(s["steps"] for s in stages) + int(steps),
+        "curriculum_wall_seconds": sum(s["wall_seconds"] or 0.0 for s in stages) + wall,
+    }
 
 
 def _session_ends(history: list[dict]) -> list[dict]:
