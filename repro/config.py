@@ -337,11 +337,11 @@ class TrainConfig:
     # when this run's own workdir has no checkpoint yet (a resume continues from its own). "" = off.
     init_from: str = ""
     # How a position table grows past the source's rows: "extend" keeps this run's fresh rows
-    # for the new positions; "stretch" gives row i the source's row round(i * (n_src - 1) /
-    # (n - 1)) (nearest-neighbour position interpolation, Chen et al. 2023, arXiv:2306.15595), so
-    # position p of the longer run starts where position p * n_src / n was: a length curriculum's
-    # "attend to the mirror position" map carries over up to +-1 position.
-    init_positions: Literal["extend", "stretch"] = "extend"
+    # for the new positions; "nearest" / "linear" stretch the source's table over the new length
+    # (position interpolation, Chen et al. 2023, arXiv:2306.15595): row i is the source's table at
+    # s = i * (n_src - 1) / (n - 1), its nearest row or the linear mix of the two around s, so a
+    # length curriculum's "attend to the mirror position" map carries over (up to +-1 position).
+    init_positions: Literal["extend", "nearest", "linear"] = "extend"
 
     @property
     def init_preset(self) -> str | None:
@@ -406,8 +406,10 @@ class Experiment:
             )
         if self.train.steps < 1:
             raise ConfigError("train.steps must be >= 1")
-        if self.train.init_positions not in ("extend", "stretch"):
-            raise ConfigError(f"train.init_positions must be extend or stretch, got {self.train.init_positions!r}")
+        if self.train.init_positions not in ("extend", "nearest", "linear"):
+            raise ConfigError(
+                f"train.init_positions must be extend, nearest or linear, got {self.train.init_positions!r}"
+            )
         self.data.validate()
         return self
 

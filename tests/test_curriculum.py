@@ -93,15 +93,17 @@ def test_a_stage_grows_its_position_table_from_the_shorter_stage(chain):
     assert n_tables == 1
 
 
-def test_stretched_tables_map_each_row_to_the_nearest_source_row():
-    """train.init_positions=stretch: row i of the longer table is the source's row
-    round(i * (n_src - 1) / (n - 1)), so the first and last rows and the mirror map carry over."""
+def test_stretched_tables_read_the_source_table_at_the_scaled_position():
+    """train.init_positions=nearest / linear: row i of the longer table is the source's table at
+    i * (n_src - 1) / (n - 1), so the first and last rows and the mirror map carry over."""
     import jax.numpy as jnp
 
     src = {"pos_tables": [jnp.arange(5, dtype=jnp.float32)[:, None] * jnp.ones((1, 3))], "w": jnp.ones(2)}
     fresh = {"pos_tables": [jnp.zeros((9, 3))], "w": jnp.zeros(2)}
-    grown = _grow_into(fresh, src, "stretch")
+    grown = _grow_into(fresh, src, "nearest")
     np.testing.assert_array_equal(np.asarray(grown["pos_tables"][0][:, 0]), [0, 0, 1, 2, 2, 2, 3, 4, 4])
+    mixed = _grow_into(fresh, src, "linear")
+    np.testing.assert_allclose(np.asarray(mixed["pos_tables"][0][:, 0]), np.arange(9) / 2)
     np.testing.assert_array_equal(np.asarray(grown["w"]), 1.0)
     extended = _grow_into(fresh, src, "extend")
     np.testing.assert_array_equal(np.asarray(extended["pos_tables"][0][:, 0]), [0, 1, 2, 3, 4, 0, 0, 0, 0])

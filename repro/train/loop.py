@@ -350,16 +350,21 @@ def _growable(src_params, params) -> bool:
 def _grow_into(fresh, src, how: str = "extend"):
     """``src``'s parameters where shapes match. A position table with fewer rows (``train.
     init_positions``): "extend" fills this run's first rows with it and keeps the fresh
-    initialisation of the rest (positions the source never saw); "stretch" maps row i to the
-    source's nearest row ``round(i * (n_src - 1) / (n - 1))``."""
+    initialisation of the rest (positions the source never saw); "nearest" / "linear" read row i
+    from the source's table at ``s = i * (n_src - 1) / (n - 1)``: its nearest row (half-way
+    rounds to even) or the linear mix of the rows on either side."""
 
     def one(f, x):
         if f.shape == x.shape:
             return x
-        if how == "stretch":
-            n, n_src = f.shape[0], x.shape[0]
-            rows = np.rint(np.arange(n) * (n_src - 1) / max(n - 1, 1)).astype(np.int32)
-            grown = jnp.take(x.astype(f.dtype), jnp.asarray(rows), axis=0)
+        x = x.astype(f.dtype)
+        s = np.arange(f.shape[0]) * (x.shape[0] - 1) / max(f.shape[0] - 1, 1)
+        if how == "nearest":
+            grown = jnp.take(x, jnp.asarray(np.rint(s).astype(np.int32)), axis=0)
+        elif how == "linear":
+            lo = np.minimum(np.floor(s).astype(np.int32), x.shape[0] - 2)
+            w = jnp.asarray((s - lo)[:, None], f.dtype)
+            grown = (1 - w) * jnp.take(x, jnp.asarray(lo), axis=0) + w * jnp.take(x, jnp.asarray(lo + 1), axis=0)
         else:
             grown = jnp.concatenate([x.astype(f.dtype), f[x.shape[0] :]], axis=0)
         return jax.device_put(grown, f.sharding)
