@@ -16,7 +16,7 @@ random_mirrored_<n>     custom the 131072 model at intermediate lengths n = 1024
                                the paper reports; for scaling studies between the two).
 cpu (default)           cpu    length 256, 128 latents, d=128, 2 layers: >= 99.9 % mirrored-half
                                accuracy in a few minutes on 2 CPU cores.
-cpu_512 ... cpu_2048    cpu    a length curriculum: each trains the shorter presets first (256 -> 512 ->
+cpu_512 ... cpu_4096    cpu    a length curriculum: each trains the shorter presets first (256 -> 512 ->
                                ...), each stage started from the one before (``train.init_from``).
 smoke                   smoke  length 32, tiny; for tests (a few seconds).
 cpu_transformer         cpu    the decoder-only Transformer baseline of ``cpu`` (M = N, 3 layers; any
@@ -156,10 +156,12 @@ PRESETS: dict[str, Experiment] = {
 }
 
 
-def _curriculum_stage(seq_len: int, batch: int, steps: int, schedule: str, eval_examples: int) -> Experiment:
+def _curriculum_stage(seq_len: int, batch: int, steps: int) -> Experiment:
     """Length ``seq_len``, started from the solved half-length preset (``train.init_from``): the
-    ``cpu`` recipe scaled (latents = the whole mirrored half, every crop the whole sequence), the
-    learned position table grown by the new positions (results/copy/README.md)."""
+    ``cpu`` recipe scaled (latents = the whole mirrored half, every crop the whole sequence), its
+    learned position table stretched over the new length by linear interpolation (position i
+    starts as position i / 2 of the shorter model; results/copy/README.md). Held-out sequences:
+    65,536 tokens per evaluation (32,768 scored)."""
     base = PRESETS["cpu"]
     prev = "cpu" if seq_len == 512 else f"cpu_{seq_len // 2}"
     return dataclasses.replace(
@@ -167,12 +169,11 @@ def _curriculum_stage(seq_len: int, batch: int, steps: int, schedule: str, eval_
         preset=f"cpu_{seq_len}",
         model=dataclasses.replace(base.model, max_context=seq_len, num_latents=seq_len // 2),
         data=dataclasses.replace(
-            base.data, seq_len=seq_len, minimum_crop_length=seq_len - 1, eval_examples=eval_examples
+            base.data, seq_len=seq_len, minimum_crop_length=seq_len - 1, eval_examples=65536 // seq_len
         ),  # fmt: skip
-        optim=dataclasses.replace(
-            base.optim, schedule=schedule, decay_steps=steps if schedule == "cosine" else base.optim.decay_steps
+        train=dataclasses.replace(
+            base.train, steps=steps, batch_size=batch, init_from=f"preset:{prev}", init_positions="linear"
         ),  # fmt: skip
-        train=dataclasses.replace(base.train, steps=steps, batch_size=batch, init_from=f"preset:{prev}"),
         description=f"length {seq_len}: a length curriculum on a CPU, trains "
         + " -> ".join(["cpu"] + [f"cpu_{n}" for n in (512, 1024, 2048, 4096) if n < seq_len])
         + " first (each stage started from the one before); stops at >= 99.9 %",
@@ -182,9 +183,8 @@ def _curriculum_stage(seq_len: int, batch: int, steps: int, schedule: str, eval_
 # Length curriculum (issue 17, results/copy/probes/): from scratch, the plateau before the copy is
 # found grows ~L^2 (length 1024 stayed at chance after 3000 steps); started from the solved
 # half-length model, a stage leaves chance at once.
-PRESETS["cpu_512"] = _curriculum_stage(512, batch=32, steps=1500, schedule="constant", eval_examples=64)
-PRESETS["cpu_1024"] = _curriculum_stage(1024, batch=16, steps=1500, schedule="cosine", eval_examples=64)
-PRESETS["cpu_2048"] = _curriculum_stage(2048, batch=8, steps=2000, schedule="cosine", eval_examples=32)
+for _n, _batch in ((512, 32), (1024, 16), (2048, 8), (4096, 4)):
+    PRESETS[f"cpu_{_n}"] = _curriculum_stage(_n, batch=_batch, steps=1500)
 # The decoder-only Transformer baseline of the cpu preset (repro/baseline.py): M = N = 256, 3 layers.
 PRESETS["cpu_transformer"] = as_transformer(PRESETS["cpu"])
 DEFAULT_PRESET = "cpu"

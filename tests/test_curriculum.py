@@ -134,7 +134,7 @@ def test_curriculum_errors_are_one_line(tmp_path):
     assert not (tmp_path / "z" / "config.json").exists()
 
 
-@pytest.mark.parametrize("name", ["cpu_512", "cpu_1024", "cpu_2048"])
+@pytest.mark.parametrize("name", ["cpu_512", "cpu_1024", "cpu_2048", "cpu_4096"])
 def test_copy_curriculum_presets_chain_with_growing_tables(name):
     """Each stage of the copy curriculum presets can start from the one before: same model but
     for a longer position table, latents = the mirrored half, crops = the whole sequence."""
