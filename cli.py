@@ -442,7 +442,8 @@ def reproduce(
                 continue
             err.print(f"[bold]{name}/{preset}[/]", highlight=False)
             # A finished run prints its recorded result and trains nothing (repro/train/loop.py).
-            A.run(sec, exp, runs_dir / name / preset, data_dir=data_dir, console=err, show_progress=False)
+            A.run(sec, exp, runs_dir / name / preset, data_dir=data_dir, console=err, show_progress=False,
+                  stage_root=runs_dir / name)  # a curriculum's stages are the sweep's own runs  # fmt: skip
     paths = [p for p in (runs_dir, out_dir) if p.exists()]  # the new runs and the recorded results
     files = write_report(SECTIONS, paths, out_dir, deviations=Path("docs/deviations.md"))
     out.print("written: " + ", ".join(str(p) for p in files.values()), highlight=False)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -53,12 +54,15 @@ def run(
     data_dir: Path | None = None,
     console: Console | None = None,
     show_progress: bool = True,
+    stage_root: Path | None = None,
 ) -> dict[str, Any]:
     """Train (or resume) ``exp``, evaluate it, write ``results.json``; returns the result row.
 
     A curriculum (``train.init_from="preset:NAME"``, see :func:`curriculum`) trains its earlier
-    stages first, each in ``workdir/stages/<preset>`` and each started from the one before; a
-    finished stage is not retrained, so rerunning the command resumes the chain where it stopped."""
+    stages first, each in ``workdir/stages/<preset>`` (or ``stage_root/<preset>``: ``repro
+    reproduce`` passes its runs directory, so a stage that is also a preset of the sweep trains
+    once) and each started from the one before; a finished stage is not retrained, so rerunning
+    the command resumes the chain where it stopped."""
     from repro.train.loop import train
 
     console = console or _stderr_console()
@@ -66,13 +70,13 @@ def run(
     stages = curriculum(section, exp)
     prev, summaries = None, []
     for i, stage in enumerate(stages):
-        wd = Path(workdir) / "stages" / stage.preset
+        wd = (Path(stage_root) if stage_root is not None else Path(workdir) / "stages") / stage.preset
         console.print(f"[bold]curriculum stage {i + 1}/{len(stages) + 1}[/]: {stage.preset} in {wd}", highlight=False)
         row = train(stage, pipeline_for(section, stage, data_dir, log=log), wd, section=section, console=console,
                     show_progress=show_progress, init_dir=prev, curriculum=list(summaries) or None)  # fmt: skip
         summaries.append({
             "preset": stage.preset,
-            "workdir": f"stages/{stage.preset}",
+            "workdir": os.path.relpath(wd, workdir),
             "seq_len": stage.model.max_context,
             "steps": row["steps"],
             "wall_seconds": row["wall_seconds"],

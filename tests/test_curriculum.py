@@ -50,6 +50,7 @@ def test_a_curriculum_trains_its_stages_first_and_records_them(chain):
         stage = json.loads((wd / "stages" / name / "results.json").read_text())
         assert stage["preset"] == name and stage["steps"] == 4
     assert [s["preset"] for s in row["curriculum"]] == ["a", "b"]
+    assert [s["workdir"] for s in row["curriculum"]] == ["stages/a", "stages/b"]
     assert [s["seq_len"] for s in row["curriculum"]] == [32, 48]
     assert row["curriculum_steps"] == 12 and row["steps"] == 4
     assert row["curriculum_wall_seconds"] > row["wall_seconds"] > 0
@@ -64,6 +65,20 @@ def test_rerunning_a_finished_curriculum_trains_nothing(chain):
     again = app.run(sec, sec.presets["c"], wd, show_progress=False)
     assert again["steps"] == row["steps"] and len(logs) == 3
     assert all(p.read_bytes() == b for p, b in logs.items())
+
+
+def test_stages_under_a_stage_root_are_shared_runs(chain, tmp_path):
+    """repro reproduce passes stage_root = its runs directory: a curriculum's stage that the sweep
+    already trained as a preset of its own is that run, not trained again."""
+    import shutil
+
+    sec, wd, _ = chain
+    root = tmp_path / "runs"
+    shutil.copytree(wd / "stages" / "a", root / "a")  # the sweep's finished run of preset a
+    log = (root / "a" / "metrics.jsonl").read_bytes()
+    row = app.run(sec, sec.presets["b"], root / "b", show_progress=False, stage_root=root)
+    assert (root / "a" / "metrics.jsonl").read_bytes() == log and not (root / "b" / "stages").exists()
+    assert row["curriculum"][0]["workdir"] == "../a" and row["steps"] == 4
 
 
 def test_a_stage_grows_its_position_table_from_the_shorter_stage(chain):
