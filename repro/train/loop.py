@@ -366,7 +366,7 @@ def _grow_into(fresh, src, how: str = "extend"):
             w = jnp.asarray((s - lo)[:, None], f.dtype)
             grown = (1 - w) * jnp.take(x, jnp.asarray(lo), axis=0) + w * jnp.take(x, jnp.asarray(lo + 1), axis=0)
         else:
-            grown = jnp.concatenate([x.astype(f.dtype), f[x.shape[0] :]], axis=0)
+            grown = jnp.concatenate([x, f[x.shape[0] :]], axis=0)
         return jax.device_put(grown, f.sharding)
 
     return jax.tree.map(one, fresh, src)
