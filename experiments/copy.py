@@ -156,11 +156,14 @@ PRESETS: dict[str, Experiment] = {
 }
 
 
+CURRICULUM = ((512, 32), (1024, 16), (2048, 8), (4096, 4))  # (length, batch) of the cpu_<n> stages
+
+
 def _curriculum_stage(seq_len: int, batch: int, steps: int) -> Experiment:
     """Length ``seq_len``, started from the solved half-length preset (``train.init_from``): the
     ``cpu`` recipe scaled (latents = the whole mirrored half, every crop the whole sequence), its
     learned position table stretched over the new length by linear interpolation (position i
-    starts as position i / 2 of the shorter model; results/copy/README.md). Held-out sequences:
+    starts as position i / 2 of the shorter model; results/copy/cpu_4096/README.md). Held-out sequences:
     65,536 tokens per evaluation (32,768 scored)."""
     base = PRESETS["cpu"]
     prev = "cpu" if seq_len == 512 else f"cpu_{seq_len // 2}"
@@ -175,7 +178,7 @@ def _curriculum_stage(seq_len: int, batch: int, steps: int) -> Experiment:
             base.train, steps=steps, batch_size=batch, init_from=f"preset:{prev}", init_positions="linear"
         ),  # fmt: skip
         description=f"length {seq_len}: a length curriculum on a CPU, trains "
-        + " -> ".join(["cpu"] + [f"cpu_{n}" for n in (512, 1024, 2048, 4096) if n < seq_len])
+        + " -> ".join(["cpu"] + [f"cpu_{n}" for n, _ in CURRICULUM if n < seq_len])
         + " first (each stage started from the one before); stops at >= 99.9 %",
     )
 
@@ -183,7 +186,7 @@ def _curriculum_stage(seq_len: int, batch: int, steps: int) -> Experiment:
 # Length curriculum (issue 17, results/copy/probes/): from scratch, the plateau before the copy is
 # found grows ~L^2 (length 1024 stayed at chance after 3000 steps); started from the solved
 # half-length model, a stage leaves chance at once.
-for _n, _batch in ((512, 32), (1024, 16), (2048, 8), (4096, 4)):
+for _n, _batch in CURRICULUM:
     PRESETS[f"cpu_{_n}"] = _curriculum_stage(_n, batch=_batch, steps=1500)
 # The decoder-only Transformer baseline of the cpu preset (repro/baseline.py): M = N = 256, 3 layers.
 PRESETS["cpu_transformer"] = as_transformer(PRESETS["cpu"])

@@ -22,6 +22,7 @@ AttentionImpl = Literal["dense", "chunked", "fused", "auto"]
 Schedule = Literal["constant", "cosine", "rsqrt"]
 LossNorm = Literal["sum", "mean"]
 ComputeDtype = Literal["float32", "bfloat16", "auto"]
+InitPositions = Literal["extend", "nearest", "linear"]
 ACCELERATORS = ("gpu", "tpu")
 # What paper presets run with: bfloat16 compute and the fused attention kernel on accelerators,
 # float32 and the dense / chunked kernels on a CPU (resolved per backend, see resolve_compute_dtype).
@@ -341,7 +342,7 @@ class TrainConfig:
     # (position interpolation, Chen et al. 2023, arXiv:2306.15595): row i is the source's table at
     # s = i * (n_src - 1) / (n - 1), its nearest row or the linear mix of the two around s, so a
     # length curriculum's "attend to the mirror position" map carries over (up to +-1 position).
-    init_positions: Literal["extend", "nearest", "linear"] = "extend"
+    init_positions: InitPositions = "extend"
 
     @property
     def init_preset(self) -> str | None:
@@ -406,10 +407,9 @@ class Experiment:
             )
         if self.train.steps < 1:
             raise ConfigError("train.steps must be >= 1")
-        if self.train.init_positions not in ("extend", "nearest", "linear"):
-            raise ConfigError(
-                f"train.init_positions must be extend, nearest or linear, got {self.train.init_positions!r}"
-            )
+        if self.train.init_positions not in typing.get_args(InitPositions):
+            raise ConfigError(f"train.init_positions must be one of {', '.join(typing.get_args(InitPositions))}, "
+                              f"got {self.train.init_positions!r}")  # fmt: skip
         self.data.validate()
         return self
 

@@ -60,6 +60,12 @@ def _label(row: dict[str, Any]) -> str:
     return "not a reproduction: " + ", ".join(why)
 
 
+def _is_perceiver(row: dict[str, Any]) -> bool:
+    """A Perceiver AR run (fewer latents than inputs), not its Transformer baseline (M = N)."""
+    m = row["config"]["model"]
+    return m["num_latents"] < m["max_context"]
+
+
 def _fmt(v: Any, spec: str = ".4g") -> str:
     if v is None or (isinstance(v, float) and v != v):  # None, or NaN from pandas
         return "– (no number published)"
@@ -92,8 +98,8 @@ def rows_table(sections: dict, found: list[tuple[Path, dict[str, Any]]]):
                     break
         value = h["value"]
         recs.append({
-            "section": r["section"], "source": "ours", "table": "", "model": "Perceiver AR" if
-            r["config"]["model"]["num_latents"] < r["config"]["model"]["max_context"] else "Transformer (M = N)",
+            "section": r["section"], "source": "ours", "table": "",
+            "model": "Perceiver AR" if _is_perceiver(r) else "Transformer (M = N)",
             "metric": h["key"], "unit": h["unit"], "split": r["split"], "value": value, "stderr": h["stderr"],
             "delta_vs_paper": (value - paper) if (paper is not None and value is not None) else None,
             "scale": r["scale"], "dataset": f"{r['dataset']['name']} ({r['dataset']['variant']})",
@@ -162,7 +168,7 @@ def _copy_lengths(found, out: Path) -> Path | None:
             (r.get("curriculum_wall_seconds") or r.get("wall_seconds") or 0.0) / 60,
         )
         for p, r in found
-        if r["section"] == "copy" and r["kind"] == "train" and "transformer" not in r["preset"]
+        if r["section"] == "copy" and r["kind"] == "train" and _is_perceiver(r)
     )
     if not pts:
         return None
@@ -174,7 +180,7 @@ def _copy_lengths(found, out: Path) -> Path | None:
     FigureCanvasAgg(fig)
     ax_acc, ax_steps, ax_wall = fig.subplots(1, 3)
     err = [max(1.0 - p[1], 1e-6) for p in pts]
-    ax_acc.loglog(n, err, "o-", base=2)
+    ax_acc.semilogx(n, err, "o-", base=2)
     for x, e, p in zip(n, err, pts, strict=True):
         ax_acc.annotate(f"{p[1]:.3%}", (x, e), fontsize=7, textcoords="offset points", xytext=(3, 4))
     ax_acc.axhline(1e-3, color="grey", lw=0.8, ls="--")
