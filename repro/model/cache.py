@@ -2,12 +2,12 @@
 
 The cache is a fixed-size pytree (jit- and loop-friendly):
 
-    cross_k/v   B x Hc x L x Kc   keys/values of the L inputs of the last prefill (read-only after it)
+    cross_k/v   (B Hc) x L x Kc   keys/values of the L inputs of the last prefill (read-only after it)
     cross_idx   L                 cache index of each slot (for the causal mask)
     cross_valid B x L             slot holds a real (non-PAD) input
-    new_k/v     B x Hc x M x Kc   keys/values of the inputs decoded since the prefill (slot t - L)
+    new_k/v     (B Hc) x M x Kc   keys/values of the inputs decoded since the prefill (slot t - L)
     new_valid   B x M             slot holds a decoded, non-PAD input
-    self_k/v    N x B x H x M x K keys/values of each of the N latent self-attention layers
+    self_k/v    N-tuple of (B H) x M x K: keys/values of each latent self-attention layer
     lat_idx     M                 cache index of each latent slot
     lat_valid   B x M             slot holds a latent on a real token
     n           ()                latents in use (slots 0 .. n-1)
@@ -20,8 +20,11 @@ One implementation of each block: ``prefill`` and ``decode_step`` run the model'
 keep only the cache bookkeeping: slots, masks, indices, and, in ``decode_step``, the one-query
 softmax over the cache's segments in place of the block's ``attend``.
 
-Keys are stored after rotary encoding, head-major (a one-query attention over a [B, L, H, K]
-cache is ~6x slower on a CPU at L = 16k: the einsum transposes the whole cache). Decoded inputs
+Keys are stored after rotary encoding, head-major, with batch and heads merged into one leading
+axis of A = B x H rows (a one-query attention over a [B, L, H, K] cache is ~6x slower on a CPU at
+L = 16k: the einsum transposes the whole cache; and with a separate batch axis, a batch of one
+makes that axis degenerate, which XLA removes with a bitcast that it then fuses into copies of
+every written buffer at every step). Decoded inputs
 go to the small ``new_*`` buffers (at most M - 1 between resets, as latents), so the L-long
 buffers are never written inside the decoding loop and XLA does not copy them at every step (it
 does when a buffer is both read and updated in one step: 2 x 8 MB per step at L = 16k). Cache indices
@@ -94,26 +97,31 @@ def _check(model, positions):
 
 
 def _attend_parts(q_Bx1xHxK, parts):
-    """Decode: one query over several (k [B, H, T, K], v, visible [B, T]) parts of a cache as one
-    softmax (masked weights 0, as ``attend``: a query that sees nothing gets 0). Returns the
-    heads' outputs [B, 1, H, K], as a block's ``attend`` (the block's ``finish`` projects them)."""
-    K = q_Bx1xHxK.shape[-1]
-    q = q_Bx1xHxK[:, 0]
+    """Decode: one query per (sequence, head) over several (k [A, T, K], v, visible [B, T]) parts
+    of a cache (A = B x H rows) as one softmax (masked weights 0, as ``attend``: a query that sees
+    nothing gets 0). Returns the heads' outputs [B, 1, H, K], as a block's ``attend`` (the block's
+    ``finish`` projects them)."""
+    B, _, H, K = q_Bx1xHxK.shape
+    q_AxK = q_Bx1xHxK.reshape(B * H, K)
     f32 = jnp.float32
-    scores = [jnp.einsum("bhk,bhtk->bht", q, k, preferred_element_type=f32) * K**-0.5 for k, _, _ in parts]
-    maxes = [jnp.where(vis[:, None], s, MASK_VALUE).max(-1) for s, (_, _, vis) in zip(scores, parts, strict=True)]
-    m = jnp.max(jnp.stack(maxes), 0)
+    rows = lambda vis_BxT: jnp.repeat(vis_BxT, H, axis=0)  # [B, T] -> [A, T] (row b * H + h)
+    scores = [jnp.einsum("ak,atk->at", q_AxK, k, preferred_element_type=f32) * K**-0.5 for k, _, _ in parts]
+    vis = [rows(v) for _, _, v in parts]
+    maxes = [jnp.where(v, s, MASK_VALUE).max(-1) for s, v in zip(scores, vis, strict=True)]
+    m_A = maxes[0] if len(maxes) == 1 else jnp.max(jnp.stack(maxes), 0)
     out, denom = 0.0, 0.0
-    for s, (_, v, vis) in zip(scores, parts, strict=True):
-        e = jnp.where(vis[:, None], jnp.exp(s - m[..., None]), 0.0)
-        out = out + jnp.einsum("bht,bhtk->bhk", e.astype(v.dtype), v, preferred_element_type=f32)
+    for s, v, (_, v_AxTxK, _) in zip(scores, vis, parts, strict=True):
+        e = jnp.where(v, jnp.exp(s - m_A[:, None]), 0.0)
+        out = out + jnp.einsum("at,atk->ak", e.astype(v_AxTxK.dtype), v_AxTxK, preferred_element_type=f32)
         denom = denom + e.sum(-1)
-    out_BxHxK = (out / jnp.where(denom > 0, denom, 1.0)[..., None]).astype(parts[0][1].dtype)
-    return out_BxHxK[:, None]
+    out_AxK = (out / jnp.where(denom > 0, denom, 1.0)[:, None]).astype(parts[0][1].dtype)
+    return out_AxK.reshape(B, 1, H, K)
 
 
-def _head_major(x_BxTxHxK):
-    return x_BxTxHxK.transpose(0, 2, 1, 3)
+def _rows(x_BxTxHxK):
+    """[B, T, H, K] -> the cache's [A = B x H, T, K] (row b * H + h)."""
+    B, T, H, K = x_BxTxHxK.shape
+    return x_BxTxHxK.transpose(0, 2, 1, 3).reshape(B * H, T, K)
 
 
 def _positions(model, B: int, idx_T: jax.Array, positions_BxTxP):
@@ -152,19 +160,19 @@ def prefill(model, tokens_BxL, positions_BxLxP=None, *, num_latents: int):
         q, lk, lv = layer.project(z, qpos)
         z = layer.finish(z, layer.attend(q, lk, lv, q_idx, lat_kidx, lat_valid_F))
         pad = ((0, 0), (0, M - F), (0, 0), (0, 0))
-        ks.append(_head_major(jnp.pad(lk, pad)))
-        vs.append(_head_major(jnp.pad(lv, pad)))
+        ks.append(_rows(jnp.pad(lk, pad)))
+        vs.append(_rows(jnp.pad(lv, pad)))
     logits = model.readout(z[:, -1:])[:, 0]
     cache = Cache(
-        cross_k=_head_major(k),
-        cross_v=_head_major(v),
+        cross_k=_rows(k),
+        cross_v=_rows(v),
         cross_idx=idx_L,
         cross_valid=valid_BxL,
-        new_k=jnp.zeros((B, k.shape[2], M, k.shape[3]), k.dtype),
-        new_v=jnp.zeros((B, v.shape[2], M, v.shape[3]), v.dtype),
+        new_k=jnp.zeros((B * k.shape[2], M, k.shape[3]), k.dtype),
+        new_v=jnp.zeros((B * v.shape[2], M, v.shape[3]), v.dtype),
         new_valid=jnp.zeros((B, M), bool),
-        self_k=jnp.stack(ks),
-        self_v=jnp.stack(vs),
+        self_k=tuple(ks),
+        self_v=tuple(vs),
         lat_idx=jnp.pad(q_idx, (0, M - F), constant_values=-1),
         lat_valid=jnp.pad(lat_valid_F, ((0, 0), (0, M - F))),
         n=jnp.asarray(F, jnp.int32),
@@ -177,6 +185,11 @@ def decode_step(model, cache: Cache, token_B, position_BxP=None):
     """Append one input per sequence (and its latent) to the cache; returns (logits [B, V], cache).
 
     The caller resets (``prefill``) before the latent cache overflows: ``cache.n < num_latents``.
+    Each new key / value is written to its cache slot first and attention then reads the slots
+    (with the new one visible): one softmax segment per self-attention layer, two for the
+    cross-attend (prefilled inputs, decoded inputs), not one more for the new entry (fewer small
+    ops per token: ``docs/efficiency.md``). One buffer per layer, each read after its own write
+    only, so XLA updates them in place (a stacked [N, ...] buffer was copied at every step).
     """
     _check(model, position_BxP)
     cfg = model.cfg
@@ -188,43 +201,36 @@ def decode_step(model, cache: Cache, token_B, position_BxP=None):
     pos = _positions(model, B, q_idx, None if position_BxP is None else position_BxP[:, None, :])
     valid_Bx1 = tok != PAD_ID
     x = model.embed_inputs(tok, pos)
-    one = _head_major  # B x 1 x H x K -> B x H x 1 x K
-    # Cross-attend over the last L inputs: the prefilled ones not older than t - L + 1, those
-    # decoded since, and the new one (which is then written to the decoded slot t - L).
+    one = _rows  # B x 1 x H x K -> A x 1 x K
+    put = lambda buf, new, at: jax.lax.dynamic_update_slice_in_dim(buf, new.astype(buf.dtype), at, axis=1)
+    # Cross-attend over the last L inputs: the prefilled ones not older than t - L + 1, and those
+    # decoded since, the new one included (slot t - L).
     cross = model.cross
     k1, v1 = cross.project_kv(x, pos[..., 0])
     z = model.z_linear(x)
     qpos = pos[..., 0]
-    old = cache.cross_valid & (cache.cross_idx > t - L)[None, :]
-    parts = [
-        (cache.cross_k, cache.cross_v, old),
-        (cache.new_k, cache.new_v, cache.new_valid),
-        (one(k1), one(v1), valid_Bx1),
-    ]
-    z = cross.finish(z, _attend_parts(cross.queries(z, qpos), parts))
     j = t - L
-    new_k = jax.lax.dynamic_update_slice_in_dim(cache.new_k, one(k1).astype(cache.new_k.dtype), j, axis=2)
-    new_v = jax.lax.dynamic_update_slice_in_dim(cache.new_v, one(v1).astype(cache.new_v.dtype), j, axis=2)
+    new_k, new_v = put(cache.new_k, one(k1), j), put(cache.new_v, one(v1), j)
     new_valid = jax.lax.dynamic_update_slice_in_dim(cache.new_valid, valid_Bx1, j, axis=1)
-    # Latent self-attention over the latents in the cache and the new one, which takes slot n.
-    self_k, self_v = cache.self_k, cache.self_v
-    zero = jnp.zeros((), jnp.int32)
-    for i, layer in enumerate(model.layers):
-        q, lk, lv = layer.project(z, qpos)
-        parts = [(self_k[i], self_v[i], cache.lat_valid), (one(lk), one(lv), valid_Bx1)]
-        z = layer.finish(z, _attend_parts(q, parts))
-        at = (jnp.asarray(i, jnp.int32), zero, zero, n, zero)  # layer i, slot n of [N, B, H, M, K]
-        self_k = jax.lax.dynamic_update_slice(self_k, one(lk)[None].astype(self_k.dtype), at)
-        self_v = jax.lax.dynamic_update_slice(self_v, one(lv)[None].astype(self_v.dtype), at)
+    old = cache.cross_valid & (cache.cross_idx > t - L)[None, :]
+    parts = [(cache.cross_k, cache.cross_v, old), (new_k, new_v, new_valid)]
+    z = cross.finish(z, _attend_parts(cross.queries(z, qpos), parts))
+    # Latent self-attention over the latents in the cache, the new one (slot n) included.
     lat_idx = jax.lax.dynamic_update_slice_in_dim(cache.lat_idx, q_idx, n, axis=0)
     lat_valid = jax.lax.dynamic_update_slice_in_dim(cache.lat_valid, valid_Bx1, n, axis=1)
+    self_k, self_v = [], []
+    for i, layer in enumerate(model.layers):
+        q, lk, lv = layer.project(z, qpos)
+        self_k.append(put(cache.self_k[i], one(lk), n))
+        self_v.append(put(cache.self_v[i], one(lv), n))
+        z = layer.finish(z, _attend_parts(q, [(self_k[i], self_v[i], lat_valid)]))
     logits = model.readout(z)[:, 0]
     cache = cache._replace(
         new_k=new_k,
         new_v=new_v,
         new_valid=new_valid,
-        self_k=self_k,
-        self_v=self_v,
+        self_k=tuple(self_k),
+        self_v=tuple(self_v),
         lat_idx=lat_idx,
         lat_valid=lat_valid,
         n=n + 1,
