@@ -1,4 +1,5 @@
-"""KV-cached decoding for Perceiver AR: ``prefill`` a window, then ``decode_step`` one token at a time.
+"""KV-cached decoding for Perceiver AR: ``prefill`` a window, ``decode_step`` one token at a time,
+``reset`` (the paper's cache reset) when the latent cache is full.
 
 The cache is a fixed-size pytree (jit- and loop-friendly):
 
@@ -10,22 +11,24 @@ The cache is a fixed-size pytree (jit- and loop-friendly):
     self_k/v    N-tuple of (B H) x M x K: keys/values of each latent self-attention layer
     lat_idx     M                 cache index of each latent slot
     lat_valid   B x M             slot holds a latent on a real token
+    rot_cos/sin (L + M + 1) x F   implicit rotary only (else empty): cos / sin of the cross-attend's
+                                  angles at positions -(M + 1) .. L - 1, for ``reset``
     n           ()                latents in use (slots 0 .. n-1)
     t           ()                cache index of the next input (prefill windows are always L
                                   long, left-padded with PAD, so t starts at L)
 
-One implementation of each block: ``prefill`` and ``decode_step`` run the model's own block code
-(``repro/model/perceiver_ar.py``: ``CrossAttendBlock.queries`` / ``project_kv``,
+One implementation of each block: ``prefill``, ``reset`` and ``decode_step`` run the model's own
+block code (``repro/model/perceiver_ar.py``: ``CrossAttendBlock.queries`` / ``project_kv``,
 ``SelfAttendBlock.project``, then ``attend`` and ``finish``, as the blocks' ``__call__`` does) and
-keep only the cache bookkeeping: slots, masks, indices, and, in ``decode_step``, the one-query
-softmax over the cache's segments in place of the block's ``attend``.
+keep only the cache bookkeeping: slots, masks, indices, and, for the cross-attend (and every
+attention of ``decode_step``), the softmax over the cache's segments in the cache's layout
+(``_attend_rows``, the dense path's arithmetic) in place of the block's ``attend``.
 
 Keys are stored after rotary encoding, head-major, with batch and heads merged into one leading
 axis of A = B x H rows (a one-query attention over a [B, L, H, K] cache is ~6x slower on a CPU at
 L = 16k: the einsum transposes the whole cache; and with a separate batch axis, a batch of one
 makes that axis degenerate, which XLA removes with a bitcast that it then fuses into copies of
-every written buffer at every step). Decoded inputs
-go to the small ``new_*`` buffers (at most M - 1 between resets, as latents), so the L-long
+every written buffer at every step). Decoded inputs go to the small ``new_*`` buffers (at most M - 1 between resets, as latents), so the L-long
 buffers are never written inside the decoding loop and XLA does not copy them at every step (it
 does when a buffer is both read and updated in one step: 2 x 8 MB per step at L = 16k). Cache indices
 are local to one prefill: a reset re-bases them (and, for implicit rotary positions, the
@@ -36,7 +39,10 @@ decode steps, the logits equal those of a full forward over the same inputs with
 ``num_latents = F + k`` (= ``n``) while no input has left the L-input window: a latent computed at
 step j saw the latents from the prefill's first one up to itself, exactly as in that full forward.
 The paper's sampler (Appendix E.3; official ``sample_utils.sample_position``) resets the cache with
-a full forward whenever the latent cache is full (n = M), refilling F latents (official: M / 2).
+a full forward whenever the latent cache is full (n = M), refilling F latents (official: M / 2):
+``reset`` is that forward (equal to ``prefill`` of the new window, tested) with the L - 1 inputs
+the cache already holds moved rather than re-encoded: at L = 4096 it takes ~60 % of a prefill's
+time (``docs/efficiency.md``).
 
 Positions. The model's implicit positions are terminal-relative (last input = 0), which moves
 every input's position by one with each new token. For rotary encodings only differences of
@@ -61,6 +67,7 @@ import jax
 import jax.numpy as jnp
 
 from repro.data.tokens import PAD_ID
+from repro.model import positions as P
 from repro.model.attention import MASK_VALUE
 
 
@@ -76,6 +83,8 @@ class Cache(NamedTuple):
     self_v: jax.Array
     lat_idx: jax.Array
     lat_valid: jax.Array
+    rot_cos: jax.Array
+    rot_sin: jax.Array
     n: jax.Array
     t: jax.Array
 
@@ -96,26 +105,31 @@ def _check(model, positions):
         raise ValueError("this model takes positions from the data, but none were given")
 
 
-def _attend_parts(q_Bx1xHxK, parts):
-    """Decode: one query per (sequence, head) over several (k [A, T, K], v, visible [B, T]) parts
-    of a cache (A = B x H rows) as one softmax (masked weights 0, as ``attend``: a query that sees
-    nothing gets 0). Returns the heads' outputs [B, 1, H, K], as a block's ``attend`` (the block's
-    ``finish`` projects them)."""
-    B, _, H, K = q_Bx1xHxK.shape
-    q_AxK = q_Bx1xHxK.reshape(B * H, K)
+def _attend_rows(q_BxFxHxK, parts):
+    """F queries per (sequence, head) over several (k [A, T, K], v, visible [B, F, T]) parts of a
+    cache (A = B x H rows) as one softmax, computed as ``attention.dense_attention`` does (scale
+    folded into q, masked scores MASK_VALUE, a row with no visible key gets 0). Returns the heads'
+    outputs [B, F, H, K], as a block's ``attend`` (the block's ``finish`` projects them). The keys
+    stay in the cache's layout (no transposes of the L-long buffers, which a prefill, a reset and
+    every decoding step read)."""
+    B, F, H, K = q_BxFxHxK.shape
+    q_BxFxHxK = q_BxFxHxK * jnp.asarray(K**-0.5, q_BxFxHxK.dtype)
+    q_AxFxK = q_BxFxHxK.transpose(0, 2, 1, 3).reshape(B * H, F, K)
     f32 = jnp.float32
-    rows = lambda vis_BxT: jnp.repeat(vis_BxT, H, axis=0)  # [B, T] -> [A, T] (row b * H + h)
-    scores = [jnp.einsum("ak,atk->at", q_AxK, k, preferred_element_type=f32) * K**-0.5 for k, _, _ in parts]
-    vis = [rows(v) for _, _, v in parts]
-    maxes = [jnp.where(v, s, MASK_VALUE).max(-1) for s, v in zip(scores, vis, strict=True)]
-    m_A = maxes[0] if len(maxes) == 1 else jnp.max(jnp.stack(maxes), 0)
+    scores = []
+    for k_AxTxK, _, vis_BxFxT in parts:
+        s_BxHxFxT = jnp.einsum("afk,atk->aft", q_AxFxK, k_AxTxK, preferred_element_type=f32).reshape(B, H, F, -1)
+        scores.append(jnp.where(vis_BxFxT[:, None], s_BxHxFxT, MASK_VALUE))
+    m_BxHxF = jnp.max(jnp.stack([s.max(-1) for s in scores]), 0) if len(scores) > 1 else scores[0].max(-1)
+    m_BxHxF = jnp.where(m_BxHxF > MASK_VALUE / 2, m_BxHxF, 0.0)  # no visible key: all weights 0
     out, denom = 0.0, 0.0
-    for s, v, (_, v_AxTxK, _) in zip(scores, vis, parts, strict=True):
-        e = jnp.where(v, jnp.exp(s - m_A[:, None]), 0.0)
-        out = out + jnp.einsum("at,atk->ak", e.astype(v_AxTxK.dtype), v_AxTxK, preferred_element_type=f32)
-        denom = denom + e.sum(-1)
-    out_AxK = (out / jnp.where(denom > 0, denom, 1.0)[:, None]).astype(parts[0][1].dtype)
-    return out_AxK.reshape(B, 1, H, K)
+    for s, (_, v_AxTxK, _) in zip(scores, parts, strict=True):
+        e_BxHxFxT = jnp.exp(s - m_BxHxF[..., None])
+        e = e_BxHxFxT.reshape(B * H, F, -1).astype(v_AxTxK.dtype)
+        out = out + jnp.einsum("aft,atk->afk", e, v_AxTxK, preferred_element_type=f32)
+        denom = denom + e_BxHxFxT.sum(-1).reshape(B * H, F)
+    out_AxFxK = (out / jnp.where(denom > 0, denom, 1.0)[..., None]).astype(parts[0][1].dtype)
+    return out_AxFxK.reshape(B, H, F, K).transpose(0, 2, 1, 3)
 
 
 def _rows(x_BxTxHxK):
@@ -132,28 +146,82 @@ def _positions(model, B: int, idx_T: jax.Array, positions_BxTxP):
     return jnp.broadcast_to((L - 1 - idx_T)[None, :, None], (B, idx_T.shape[0], 1)).astype(jnp.int32)
 
 
+def _check_window(model, tokens_BxL, num_latents: int):
+    L, M = model.cfg.max_context, model.cfg.num_latents
+    if tokens_BxL.shape[1] != L:
+        raise ValueError(f"prefill takes windows of exactly max_context={L} inputs, got {tokens_BxL.shape[1]}")
+    if not 1 <= num_latents <= M:
+        raise ValueError(f"prefill num_latents must be in [1, num_latents={M}], got {num_latents}")
+
+
 def prefill(model, tokens_BxL, positions_BxLxP=None, *, num_latents: int):
     """Full forward over a window of exactly L = max_context inputs (left-padded with PAD) with
     ``num_latents`` latents; returns (logits of the last position [B, V], a fresh cache)."""
     _check(model, positions_BxLxP)
-    cfg = model.cfg
+    _check_window(model, tokens_BxL, num_latents)
     B, L = tokens_BxL.shape
-    if L != cfg.max_context:
-        raise ValueError(f"prefill takes windows of exactly max_context={cfg.max_context} inputs, got {L}")
-    F, M = num_latents, cfg.num_latents
-    if not 1 <= F <= M:
-        raise ValueError(f"prefill num_latents must be in [1, num_latents={M}], got {F}")
-    idx_L = jnp.arange(L, dtype=jnp.int32)
-    pos = _positions(model, B, idx_L, positions_BxLxP)
-    valid_BxL = tokens_BxL != PAD_ID
+    pos = _positions(model, B, jnp.arange(L, dtype=jnp.int32), positions_BxLxP)
     kv_in, table = model.key_inputs(tokens_BxL, pos)  # as the model's forward
     k, v = model.cross.project_kv(kv_in, pos[..., 0], table)
-    k_idx = jnp.broadcast_to(idx_L, (B, L))
-    qpos, q_idx, lat_valid_F = pos[:, L - F :, 0], idx_L[L - F :], valid_BxL[:, L - F :]
-    z = model.z_linear(model.embed_inputs(tokens_BxL[:, L - F :], pos[:, L - F :]))
-    # The model's blocks, as its forward calls them (eval: no dropout), keeping the keys / values.
+    attn, M = model.cross.attn, model.cfg.num_latents
+    if _moves_keys(model):  # the angles a reset needs, once per prompt (reset reuses them)
+        R = P.rotary_dims(k.shape[-1], attn.fraction)
+        rot = P.rotary_cos_sin(jnp.arange(-(M + 1), L, dtype=jnp.int32)[None], R, attn.wavelength)
+        rot = (rot[0][0], rot[1][0])
+    else:
+        rot = (jnp.zeros((0, 0), jnp.float32),) * 2
+    return _fill(model, tokens_BxL, pos, _rows(k), _rows(v), tokens_BxL != PAD_ID, num_latents, rot)
+
+
+def _moves_keys(model) -> bool:
+    """Keys carry implicit (terminal-relative) rotary positions, which move with every input."""
+    return model.cross.attn.rotary and not model.cfg.positions_from_data
+
+
+def reset(model, cache: Cache, tokens_BxL, positions_BxLxP=None, *, num_latents: int):
+    """``prefill`` of the window that follows the cache's: its L - 1 newest inputs (the prefilled
+    ones not older than t - L + 1, and the decoded ones) and the next input, the window's last.
+    Equal to ``prefill(tokens_BxL)`` (tested), but the cache's keys / values are moved, not
+    recomputed: only the new input is projected (the paper's cache reset, Appendix E.3, without
+    re-encoding the L - 1 inputs it already has). With implicit rotary positions, which are
+    terminal-relative, every kept key moves by d + 1 positions and is re-encoded at its new one
+    (``positions.move_rotary``: the keys a prefill computes, to rounding)."""
+    _check(model, positions_BxLxP)
+    _check_window(model, tokens_BxL, num_latents)
+    B, L = tokens_BxL.shape
+    idx_L = jnp.arange(L, dtype=jnp.int32)
+    pos = _positions(model, B, idx_L, positions_BxLxP)
+    shift = cache.t - L + 1  # the window moves by the d inputs decoded since the prefill, and one
+    x1 = model.embed_inputs(tokens_BxL[:, -1:], pos[:, -1:])
+    k1, v1 = model.cross.project_kv(x1, pos[:, -1:, 0])
+
+    def roll(old_BxL, new_BxM, one_Bx1, axis):  # [old, new][shift : shift + L - 1] + [one]
+        kept = jax.lax.dynamic_slice_in_dim(jnp.concatenate([old_BxL, new_BxM], axis), shift, L - 1, axis)
+        return kept, jnp.concatenate([kept, one_Bx1], axis)
+
+    kept_k, k = roll(cache.cross_k, cache.new_k, _rows(k1), 1)
+    _, v = roll(cache.cross_v, cache.new_v, _rows(v1), 1)
+    _, valid = roll(cache.cross_valid, cache.new_valid, tokens_BxL[:, -1:] != PAD_ID, 1)
+    if _moves_keys(model):
+        row = L - 1 - idx_L[: L - 1] + cache.rot_cos.shape[0] - L  # the kept inputs' new positions' rows
+        cs = lambda rows_T: (cache.rot_cos[rows_T][None], cache.rot_sin[rows_T][None])
+        kept_k = P.move_rotary(kept_k[:, :, None], cs(row - shift), cs(row), model.cross.attn.fraction)[:, :, 0]
+        k = jnp.concatenate([kept_k, _rows(k1)], 1)
+    return _fill(model, tokens_BxL, pos, k, v, valid, num_latents, (cache.rot_cos, cache.rot_sin))
+
+
+def _fill(model, tokens_BxL, pos_BxLxP, k_AxLxK, v_AxLxK, valid_BxL, F: int, rot):
+    """The window's last F latents (the model's blocks, as its forward calls them, at eval: no
+    dropout) from the cross-attend keys / values of its L inputs; returns (logits of the last
+    position [B, V], the cache holding those keys / values and the latents')."""
+    B, L = tokens_BxL.shape
+    M = model.cfg.num_latents
+    idx_L = jnp.arange(L, dtype=jnp.int32)
+    qpos, q_idx, lat_valid_F = pos_BxLxP[:, L - F :, 0], idx_L[L - F :], valid_BxL[:, L - F :]
+    z = model.z_linear(model.embed_inputs(tokens_BxL[:, L - F :], pos_BxLxP[:, L - F :]))
     cross = model.cross
-    z = cross.finish(z, cross.attend(cross.queries(z, qpos), k, v, q_idx, k_idx, valid_BxL))
+    visible_BxFxL = (idx_L[None, None, :] <= q_idx[None, :, None]) & valid_BxL[:, None, :]
+    z = cross.finish(z, _attend_rows(cross.queries(z, qpos), [(k_AxLxK, v_AxLxK, visible_BxFxL)]))
     ks, vs = [], []
     lat_kidx = jnp.broadcast_to(q_idx, (B, F))
     for layer in model.layers:
@@ -163,18 +231,21 @@ def prefill(model, tokens_BxL, positions_BxLxP=None, *, num_latents: int):
         ks.append(_rows(jnp.pad(lk, pad)))
         vs.append(_rows(jnp.pad(lv, pad)))
     logits = model.readout(z[:, -1:])[:, 0]
+    A, _, K = k_AxLxK.shape
     cache = Cache(
-        cross_k=_rows(k),
-        cross_v=_rows(v),
+        cross_k=k_AxLxK,
+        cross_v=v_AxLxK,
         cross_idx=idx_L,
         cross_valid=valid_BxL,
-        new_k=jnp.zeros((B * k.shape[2], M, k.shape[3]), k.dtype),
-        new_v=jnp.zeros((B * v.shape[2], M, v.shape[3]), v.dtype),
+        new_k=jnp.zeros((A, M, K), k_AxLxK.dtype),
+        new_v=jnp.zeros((A, M, v_AxLxK.shape[2]), v_AxLxK.dtype),
         new_valid=jnp.zeros((B, M), bool),
         self_k=tuple(ks),
         self_v=tuple(vs),
         lat_idx=jnp.pad(q_idx, (0, M - F), constant_values=-1),
         lat_valid=jnp.pad(lat_valid_F, ((0, 0), (0, M - F))),
+        rot_cos=rot[0],
+        rot_sin=rot[1],
         n=jnp.asarray(F, jnp.int32),
         t=jnp.asarray(L, jnp.int32),
     )
@@ -213,8 +284,8 @@ def decode_step(model, cache: Cache, token_B, position_BxP=None):
     new_k, new_v = put(cache.new_k, one(k1), j), put(cache.new_v, one(v1), j)
     new_valid = jax.lax.dynamic_update_slice_in_dim(cache.new_valid, valid_Bx1, j, axis=1)
     old = cache.cross_valid & (cache.cross_idx > t - L)[None, :]
-    parts = [(cache.cross_k, cache.cross_v, old), (new_k, new_v, new_valid)]
-    z = cross.finish(z, _attend_parts(cross.queries(z, qpos), parts))
+    parts = [(cache.cross_k, cache.cross_v, old[:, None]), (new_k, new_v, new_valid[:, None])]
+    z = cross.finish(z, _attend_rows(cross.queries(z, qpos), parts))
     # Latent self-attention over the latents in the cache, the new one (slot n) included.
     lat_idx = jax.lax.dynamic_update_slice_in_dim(cache.lat_idx, q_idx, n, axis=0)
     lat_valid = jax.lax.dynamic_update_slice_in_dim(cache.lat_valid, valid_Bx1, n, axis=1)
@@ -223,7 +294,7 @@ def decode_step(model, cache: Cache, token_B, position_BxP=None):
         q, lk, lv = layer.project(z, qpos)
         self_k.append(put(cache.self_k[i], one(lk), n))
         self_v.append(put(cache.self_v[i], one(lv), n))
-        z = layer.finish(z, _attend_parts(q, [(self_k[i], self_v[i], lat_valid)]))
+        z = layer.finish(z, _attend_rows(q, [(self_k[i], self_v[i], lat_valid[:, None])]))
     logits = model.readout(z)[:, 0]
     cache = cache._replace(
         new_k=new_k,

@@ -100,6 +100,22 @@ def rotary_permutation(head_dim: int, fraction: float) -> np.ndarray:
     return perm
 
 
+def rotary_cos_sin(pos_BxT: jax.Array, rotated: int, max_wavelength: float):
+    """cos and sin [B, T, rotated // 2] of the float32 angles ``pos * f_i`` (official ladder)."""
+    freqs_F = jnp.asarray(rotary_inverse_frequencies(rotated, max_wavelength), jnp.float32)
+    ang_BxTxF = pos_BxT.astype(jnp.float32)[..., None] * freqs_F
+    return jnp.cos(ang_BxTxF), jnp.sin(ang_BxTxF)
+
+
+def _rotate(x_BxTxHxK, cos_BxTxF, sin_BxTxF, R: int):
+    half = R // 2
+    cos, sin = cos_BxTxF[:, :, None, :], sin_BxTxF[:, :, None, :]
+    rot, rest = x_BxTxHxK[..., :R], x_BxTxHxK[..., R:]
+    x1, x2 = rot[..., :half].astype(jnp.float32), rot[..., half:].astype(jnp.float32)
+    rotated = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x_BxTxHxK.dtype)
+    return jnp.concatenate([rotated, rest], axis=-1)
+
+
 def apply_rotary(x_BxTxHxK: jax.Array, pos_BxT: jax.Array, fraction: float, max_wavelength: float):
     """Rotate the first ``fraction`` of each head's channels by angles pos * f_i (official ladder).
 
@@ -109,15 +125,21 @@ def apply_rotary(x_BxTxHxK: jax.Array, pos_BxT: jax.Array, fraction: float, max_
     position differences, rotary attention is invariant to a shift of all positions. The angles
     are float32 ``pos * f`` as in the official code.
     """
-    K = x_BxTxHxK.shape[-1]
-    R = rotary_dims(K, fraction)
+    R = rotary_dims(x_BxTxHxK.shape[-1], fraction)
     if R == 0:
         return x_BxTxHxK
-    half = R // 2
-    freqs_F = jnp.asarray(rotary_inverse_frequencies(R, max_wavelength), jnp.float32)
-    ang_BxTx1xF = (pos_BxT.astype(jnp.float32)[..., None] * freqs_F)[:, :, None, :]
-    cos, sin = jnp.cos(ang_BxTx1xF), jnp.sin(ang_BxTx1xF)
-    rot, rest = x_BxTxHxK[..., :R], x_BxTxHxK[..., R:]
-    x1, x2 = rot[..., :half].astype(jnp.float32), rot[..., half:].astype(jnp.float32)
-    rotated = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x_BxTxHxK.dtype)
-    return jnp.concatenate([rotated, rest], axis=-1)
+    return _rotate(x_BxTxHxK, *rotary_cos_sin(pos_BxT, R, max_wavelength), R)
+
+
+def move_rotary(x_BxTxHxK: jax.Array, from_cs, to_cs, fraction: float):
+    """Keys rotated at positions ``from`` (``apply_rotary``) re-encoded at positions ``to``, given
+    the (cos, sin) [B, T, R // 2] of both sets of angles (``rotary_cos_sin``): the rotation back
+    by the float32 angles of ``from`` times the rotation by those of ``to``, as one rotation, so
+    the result is ``apply_rotary`` of the unrotated keys at ``to``, to rounding. (One rotation by
+    the angle *difference* would not be: the float32 angles of ``to`` are not those of ``from``
+    plus those of the difference.)"""
+    R = rotary_dims(x_BxTxHxK.shape[-1], fraction)
+    if R == 0:
+        return x_BxTxHxK
+    (c0, s0), (c1, s1) = from_cs, to_cs
+    return _rotate(x_BxTxHxK, c1 * c0 + s1 * s0, s1 * c0 - c1 * s0, R)  # angle to - from
