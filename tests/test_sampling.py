@@ -148,9 +148,9 @@ def test_reset_equals_prefill(case):
         run = jax.jit(lambda st, *a: f(nnx.merge(graphdef, st), *a, **static), compiler_options=FAST_COMPILE)
         return lambda *a: run(state, *a)
 
+    w = lambda a, j: jnp.asarray(a[:, j : j + L])
+    p = lambda j: w(pos, j) if pfd else None
     for start, fill, decoded in [(0, 1, 3), (0, 3, 0), (10, 1, 2), (12, 3, 1)]:
-        w = lambda a, j: jnp.asarray(a[:, j : j + L])
-        p = lambda j: w(pos, j) if pfd else None
         _, cache = jit(prefill, num_latents=fill)(w(seq, start), p(start))
         step = jit(decode_step)
         for i in range(decoded):

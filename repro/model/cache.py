@@ -28,11 +28,11 @@ Keys are stored after rotary encoding, head-major, with batch and heads merged i
 axis of A = B x H rows (a one-query attention over a [B, L, H, K] cache is ~6x slower on a CPU at
 L = 16k: the einsum transposes the whole cache; and with a separate batch axis, a batch of one
 makes that axis degenerate, which XLA removes with a bitcast that it then fuses into copies of
-every written buffer at every step). Decoded inputs go to the small ``new_*`` buffers (at most M - 1 between resets, as latents), so the L-long
-buffers are never written inside the decoding loop and XLA does not copy them at every step (it
-does when a buffer is both read and updated in one step: 2 x 8 MB per step at L = 16k). Cache indices
-are local to one prefill: a reset re-bases them (and, for implicit rotary positions, the
-positions: see below).
+every written buffer at every step). Decoded inputs go to the small ``new_*`` buffers (at most
+M - 1 between resets, as latents), so the L-long buffers are never written inside the decoding
+loop and XLA does not copy them at every step (it does when a buffer is both read and updated in
+one step: 2 x 8 MB per step at L = 16k). Cache indices are local to one prefill: a reset re-bases
+them (and, for implicit rotary positions, the positions: see below).
 
 Equivalence (tested, ``tests/test_sampling.py``): after ``prefill(window, num_latents=F)`` and k
 decode steps, the logits equal those of a full forward over the same inputs with
