@@ -102,10 +102,32 @@ class Attention(nnx.Module):
         return P.apply_rotary(q, qpos_BxM, self.fraction, self.wavelength) if self.rotary else q
 
     def project_kv(self, xkv_BxLxD, kpos_BxL):
-        k, v = self._split(self.k(xkv_BxLxD)), self._split(self.v(xkv_BxLxD))
+        k, v = self._merged(xkv_BxLxD, self.k, self.v)
         if self.rotary:
             k = P.apply_rotary(k, kpos_BxL, self.fraction, self.wavelength)
         return k, v
+
+    def project_qkv(self, x_BxTxD, pos_BxT):
+        """Self-attention: ``project_q`` and ``project_kv`` of the same inputs, in one matmul."""
+        q, k, v = self._merged(x_BxTxD, self.q, self.k, self.v)
+        if self.rotary:
+            q = P.apply_rotary(q, pos_BxT, self.fraction, self.wavelength)
+            k = P.apply_rotary(k, pos_BxT, self.fraction, self.wavelength)
+        return q, k, v
+
+    def _merged(self, x_BxTxD, *linears):
+        """Several projections of the same inputs as one matmul (one [D, n W] dot instead of n
+        [D, W] ones: fewer, larger ops), each output [B, T, H, K]. The kernels are stacked per
+        head ([D, H, n, K]), so a heads-sharded kernel (``repro/parallel.py``) stays sharded the
+        same way and the merged matmul needs no communication. Dtypes promote as ``nnx.Linear``."""
+        D, H, K = x_BxTxD.shape[-1], self.heads, self.head_dim
+        kernels = [lin.kernel[...].reshape(D, H, K) for lin in linears]
+        biases = [lin.bias[...].reshape(H, K) for lin in linears]
+        dtype = jnp.result_type(x_BxTxD, *kernels, *biases)
+        kernel_DxHxNxK = jnp.stack(kernels, axis=2).astype(dtype)
+        bias_HxNxK = jnp.stack(biases, axis=1).astype(dtype)
+        y_BxTxHxNxK = jnp.einsum("btd,dhnk->bthnk", x_BxTxD.astype(dtype), kernel_DxHxNxK) + bias_HxNxK
+        return [y_BxTxHxNxK[:, :, :, i] for i in range(len(linears))]
 
     def project_kv_per_vocab(self, table_VxD, tokens_BxL, kpos_BxL):
         """``project_kv`` of inputs whose features are a function of their token alone: project
@@ -203,8 +225,7 @@ class SelfAttendBlock(_Block):
     def project(self, z_BxMxD, pos_BxM):
         """Queries, keys and values [B, M, H, K] of the latents (the keys / values are what the
         cache stores): one pre-LN, q / k / v projections, rotary on queries and keys."""
-        h = self.ln_attn(z_BxMxD)
-        return self.attn.project_q(h, pos_BxM), *self.attn.project_kv(h, pos_BxM)
+        return self.attn.project_qkv(self.ln_attn(z_BxMxD), pos_BxM)
 
     def __call__(self, z_BxMxD, pos_BxM, idx_M, valid_BxM, keys: _Keys):
         q, k, v = self.project(z_BxMxD, pos_BxM)
