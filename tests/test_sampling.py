@@ -117,54 +117,6 @@ def test_cached_logits_equal_full_forward(case):
     assert checked > 60
 
 
-@pytest.mark.parametrize(
-    "case",
-    [
-        dict(position_encoding="rotary"),  # implicit positions: the kept keys are re-encoded
-        dict(position_encoding="rotary", rotary_fraction=1.0, layers=2),
-        dict(position_encoding="rotary", from_data=True),  # data positions: the keys are kept as they are
-        dict(position_encoding="learned", from_data=True),
-    ],
-    ids=["rotary-half", "rotary-full-2layers", "rotary-data", "learned-data"],
-)
-def test_reset_equals_prefill(case):
-    """``cache.reset`` (the sampler's cache reset: the cache's cross-attend keys / values moved,
-    only the new input projected) equals a fresh ``prefill`` of the same window: logits, and every
-    cache array, after prefills of 1 and 3 latents, 0 to 3 decoded inputs, with left padding and
-    after the sequence outgrew the window."""
-    from repro.model.cache import decode_step, prefill, reset
-
-    model = tiny(**case)
-    rng = np.random.default_rng(2)
-    B, T = 2, L + 20
-    seq = rng.integers(NUM_RESERVED, V, (B, T)).astype(np.int32)
-    seq[0, :9] = 0  # row 0: left padding (PAD) until a 3-token prompt ...
-    seq[0, 9] = SOS_ID
-    pos = np.broadcast_to(np.arange(T, dtype=np.int32)[None, :, None] + 1, (B, T, 1))
-    pfd = model.cfg.positions_from_data
-    graphdef, state = nnx.split(model)
-
-    def jit(f, **static):
-        run = jax.jit(lambda st, *a: f(nnx.merge(graphdef, st), *a, **static), compiler_options=FAST_COMPILE)
-        return lambda *a: run(state, *a)
-
-    w = lambda a, j: jnp.asarray(a[:, j : j + L])
-    p = lambda j: w(pos, j) if pfd else None
-    for start, fill, decoded in [(0, 1, 3), (0, 3, 0), (10, 1, 2), (12, 3, 1)]:
-        _, cache = jit(prefill, num_latents=fill)(w(seq, start), p(start))
-        step = jit(decode_step)
-        for i in range(decoded):
-            j = start + L + i
-            _, cache = step(cache, jnp.asarray(seq[:, j]), jnp.asarray(pos[:, j]) if pfd else None)
-        new = start + decoded + 1  # the next window: the cache's newest L - 1 inputs and one more
-        got_logits, got = jit(reset, num_latents=2)(cache, w(seq, new), p(new))
-        want_logits, want = jit(prefill, num_latents=2)(w(seq, new), p(new))
-        np.testing.assert_allclose(got_logits, want_logits, atol=1e-5, err_msg=f"{start=} {fill=} {decoded=}")
-        for name, g, x in zip(want._fields, got, want, strict=True):
-            for gl, xl in zip(jax.tree.leaves(g), jax.tree.leaves(x), strict=True):
-                np.testing.assert_allclose(gl, xl, atol=1e-5, err_msg=f"{name} {start=} {decoded=}")
-
-
 def test_absolute_implicit_positions_recompute():
     """Implicit absolute positions change every cached key with each new token: the sampler
     recomputes a full forward with all M latents instead (exact by construction)."""

@@ -1,5 +1,4 @@
-"""KV-cached decoding for Perceiver AR: ``prefill`` a window, ``decode_step`` one token at a time,
-``reset`` (the paper's cache reset) when the latent cache is full.
+"""KV-cached decoding for Perceiver AR: ``prefill`` a window, then ``decode_step`` one token at a time.
 
 The cache is a fixed-size pytree (jit- and loop-friendly):
 
@@ -11,13 +10,11 @@ The cache is a fixed-size pytree (jit- and loop-friendly):
     self_k/v    N-tuple of (B H) x M x K: keys/values of each latent self-attention layer
     lat_idx     M                 cache index of each latent slot
     lat_valid   B x M             slot holds a latent on a real token
-    rot_cos/sin (L + M + 1) x F   implicit rotary only (else empty): cos / sin of the cross-attend's
-                                  angles at positions -(M + 1) .. L - 1, for ``reset``
     n           ()                latents in use (slots 0 .. n-1)
     t           ()                cache index of the next input (prefill windows are always L
                                   long, left-padded with PAD, so t starts at L)
 
-One implementation of each block: ``prefill``, ``reset`` and ``decode_step`` run the model's own
+One implementation of each block: ``prefill`` and ``decode_step`` run the model's own
 block code (``repro/model/perceiver_ar.py``: ``CrossAttendBlock.queries`` / ``project_kv``,
 ``SelfAttendBlock.project``, then ``attend`` and ``finish``, as the blocks' ``__call__`` does) and
 keep only the cache bookkeeping: slots, masks, indices, and, for the cross-attend (and every
@@ -39,10 +36,10 @@ decode steps, the logits equal those of a full forward over the same inputs with
 ``num_latents = F + k`` (= ``n``) while no input has left the L-input window: a latent computed at
 step j saw the latents from the prefill's first one up to itself, exactly as in that full forward.
 The paper's sampler (Appendix E.3; official ``sample_utils.sample_position``) resets the cache with
-a full forward whenever the latent cache is full (n = M), refilling F latents (official: M / 2):
-``reset`` is that forward (equal to ``prefill`` of the new window, tested) with the L - 1 inputs
-the cache already holds moved rather than re-encoded: at L = 4096 it takes ~60 % of a prefill's
-time (``docs/efficiency.md``).
+a full forward whenever the latent cache is full (n = M), refilling F latents (official: M / 2).
+(Moving the L - 1 keys / values the cache already holds into the new window, re-encoding their
+rotary positions, instead of recomputing them, was tried: no faster than this ``prefill``, whose
+rotary cos / sin are constants; ``docs/efficiency.md``.)
 
 Positions. The model's implicit positions are terminal-relative (last input = 0), which moves
 every input's position by one with each new token. For rotary encodings only differences of
@@ -65,9 +62,9 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from repro.data.tokens import PAD_ID
-from repro.model import positions as P
 from repro.model.attention import MASK_VALUE
 
 
@@ -83,8 +80,6 @@ class Cache(NamedTuple):
     self_v: jax.Array
     lat_idx: jax.Array
     lat_valid: jax.Array
-    rot_cos: jax.Array
-    rot_sin: jax.Array
     n: jax.Array
     t: jax.Array
 
@@ -110,7 +105,7 @@ def _attend_rows(q_BxFxHxK, parts):
     cache (A = B x H rows) as one softmax, computed as ``attention.dense_attention`` does (scale
     folded into q, masked scores MASK_VALUE, a row with no visible key gets 0). Returns the heads'
     outputs [B, F, H, K], as a block's ``attend`` (the block's ``finish`` projects them). The keys
-    stay in the cache's layout (no transposes of the L-long buffers, which a prefill, a reset and
+    stay in the cache's layout (no transposes of the L-long buffers, which a prefill and
     every decoding step read)."""
     B, F, H, K = q_BxFxHxK.shape
     q_BxFxHxK = q_BxFxHxK * jnp.asarray(K**-0.5, q_BxFxHxK.dtype)
@@ -138,87 +133,38 @@ def _rows(x_BxTxHxK):
     return x_BxTxHxK.transpose(0, 2, 1, 3).reshape(B * H, T, K)
 
 
-def _positions(model, B: int, idx_T: jax.Array, positions_BxTxP):
-    """Positions of inputs with cache indices idx_T: from the data, or L - 1 - idx (implicit)."""
+def _positions(model, B: int, idx_T, positions_BxTxP):
+    """Positions of inputs with cache indices idx_T: from the data, or L - 1 - idx (implicit;
+    numpy when idx_T is, as in ``prefill``: constants, whose rotary cos / sin are
+    computed once, ``positions.rotary_cos_sin``)."""
     if positions_BxTxP is not None and model.cfg.positions_from_data:
         return positions_BxTxP
     L = model.cfg.max_context
-    return jnp.broadcast_to((L - 1 - idx_T)[None, :, None], (B, idx_T.shape[0], 1)).astype(jnp.int32)
-
-
-def _check_window(model, tokens_BxL, num_latents: int):
-    L, M = model.cfg.max_context, model.cfg.num_latents
-    if tokens_BxL.shape[1] != L:
-        raise ValueError(f"prefill takes windows of exactly max_context={L} inputs, got {tokens_BxL.shape[1]}")
-    if not 1 <= num_latents <= M:
-        raise ValueError(f"prefill num_latents must be in [1, num_latents={M}], got {num_latents}")
+    xp = np if isinstance(idx_T, np.ndarray) else jnp
+    return xp.broadcast_to((L - 1 - idx_T)[None, :, None], (B, idx_T.shape[0], 1)).astype(np.int32)
 
 
 def prefill(model, tokens_BxL, positions_BxLxP=None, *, num_latents: int):
     """Full forward over a window of exactly L = max_context inputs (left-padded with PAD) with
     ``num_latents`` latents; returns (logits of the last position [B, V], a fresh cache)."""
     _check(model, positions_BxLxP)
-    _check_window(model, tokens_BxL, num_latents)
+    cfg = model.cfg
     B, L = tokens_BxL.shape
-    pos = _positions(model, B, jnp.arange(L, dtype=jnp.int32), positions_BxLxP)
+    if L != cfg.max_context:
+        raise ValueError(f"prefill takes windows of exactly max_context={cfg.max_context} inputs, got {L}")
+    F, M = num_latents, cfg.num_latents
+    if not 1 <= F <= M:
+        raise ValueError(f"prefill num_latents must be in [1, num_latents={M}], got {F}")
+    idx_L = np.arange(L, dtype=np.int32)
+    pos = _positions(model, B, idx_L, positions_BxLxP)
+    valid_BxL = tokens_BxL != PAD_ID
     kv_in, table = model.key_inputs(tokens_BxL, pos)  # as the model's forward
     k, v = model.cross.project_kv(kv_in, pos[..., 0], table)
-    attn, M = model.cross.attn, model.cfg.num_latents
-    if _moves_keys(model):  # the angles a reset needs, once per prompt (reset reuses them)
-        R = P.rotary_dims(k.shape[-1], attn.fraction)
-        rot = P.rotary_cos_sin(jnp.arange(-(M + 1), L, dtype=jnp.int32)[None], R, attn.wavelength)
-        rot = (rot[0][0], rot[1][0])
-    else:
-        rot = (jnp.zeros((0, 0), jnp.float32),) * 2
-    return _fill(model, tokens_BxL, pos, _rows(k), _rows(v), tokens_BxL != PAD_ID, num_latents, rot)
-
-
-def _moves_keys(model) -> bool:
-    """Keys carry implicit (terminal-relative) rotary positions, which move with every input."""
-    return model.cross.attn.rotary and not model.cfg.positions_from_data
-
-
-def reset(model, cache: Cache, tokens_BxL, positions_BxLxP=None, *, num_latents: int):
-    """``prefill`` of the window that follows the cache's: its L - 1 newest inputs (the prefilled
-    ones not older than t - L + 1, and the decoded ones) and the next input, the window's last.
-    Equal to ``prefill(tokens_BxL)`` (tested), but the cache's keys / values are moved, not
-    recomputed: only the new input is projected (the paper's cache reset, Appendix E.3, without
-    re-encoding the L - 1 inputs it already has). With implicit rotary positions, which are
-    terminal-relative, every kept key moves by d + 1 positions and is re-encoded at its new one
-    (``positions.move_rotary``: the keys a prefill computes, to rounding)."""
-    _check(model, positions_BxLxP)
-    _check_window(model, tokens_BxL, num_latents)
-    B, L = tokens_BxL.shape
-    idx_L = jnp.arange(L, dtype=jnp.int32)
-    pos = _positions(model, B, idx_L, positions_BxLxP)
-    shift = cache.t - L + 1  # the window moves by the d inputs decoded since the prefill, and one
-    x1 = model.embed_inputs(tokens_BxL[:, -1:], pos[:, -1:])
-    k1, v1 = model.cross.project_kv(x1, pos[:, -1:, 0])
-
-    def roll(old_BxL, new_BxM, one_Bx1, axis):  # [old, new][shift : shift + L - 1] + [one]
-        kept = jax.lax.dynamic_slice_in_dim(jnp.concatenate([old_BxL, new_BxM], axis), shift, L - 1, axis)
-        return kept, jnp.concatenate([kept, one_Bx1], axis)
-
-    kept_k, k = roll(cache.cross_k, cache.new_k, _rows(k1), 1)
-    _, v = roll(cache.cross_v, cache.new_v, _rows(v1), 1)
-    _, valid = roll(cache.cross_valid, cache.new_valid, tokens_BxL[:, -1:] != PAD_ID, 1)
-    if _moves_keys(model):
-        row = L - 1 - idx_L[: L - 1] + cache.rot_cos.shape[0] - L  # the kept inputs' new positions' rows
-        cs = lambda rows_T: (cache.rot_cos[rows_T][None], cache.rot_sin[rows_T][None])
-        kept_k = P.move_rotary(kept_k[:, :, None], cs(row - shift), cs(row), model.cross.attn.fraction)[:, :, 0]
-        k = jnp.concatenate([kept_k, _rows(k1)], 1)
-    return _fill(model, tokens_BxL, pos, k, v, valid, num_latents, (cache.rot_cos, cache.rot_sin))
-
-
-def _fill(model, tokens_BxL, pos_BxLxP, k_AxLxK, v_AxLxK, valid_BxL, F: int, rot):
-    """The window's last F latents (the model's blocks, as its forward calls them, at eval: no
-    dropout) from the cross-attend keys / values of its L inputs; returns (logits of the last
-    position [B, V], the cache holding those keys / values and the latents')."""
-    B, L = tokens_BxL.shape
-    M = model.cfg.num_latents
-    idx_L = jnp.arange(L, dtype=jnp.int32)
-    qpos, q_idx, lat_valid_F = pos_BxLxP[:, L - F :, 0], idx_L[L - F :], valid_BxL[:, L - F :]
-    z = model.z_linear(model.embed_inputs(tokens_BxL[:, L - F :], pos_BxLxP[:, L - F :]))
+    k_AxLxK, v_AxLxK = _rows(k), _rows(v)
+    qpos, q_idx, lat_valid_F = pos[:, L - F :, 0], idx_L[L - F :], valid_BxL[:, L - F :]
+    z = model.z_linear(model.embed_inputs(tokens_BxL[:, L - F :], pos[:, L - F :]))
+    # The model's blocks, as its forward calls them (eval: no dropout), keeping the keys / values;
+    # the cross-attend reads them in the cache's layout.
     cross = model.cross
     visible_BxFxL = (idx_L[None, None, :] <= q_idx[None, :, None]) & valid_BxL[:, None, :]
     z = cross.finish(z, _attend_rows(cross.queries(z, qpos), [(k_AxLxK, v_AxLxK, visible_BxFxL)]))
@@ -235,7 +181,7 @@ def _fill(model, tokens_BxL, pos_BxLxP, k_AxLxK, v_AxLxK, valid_BxL, F: int, rot
     cache = Cache(
         cross_k=k_AxLxK,
         cross_v=v_AxLxK,
-        cross_idx=idx_L,
+        cross_idx=jnp.asarray(idx_L),
         cross_valid=valid_BxL,
         new_k=jnp.zeros((A, M, K), k_AxLxK.dtype),
         new_v=jnp.zeros((A, M, v_AxLxK.shape[2]), v_AxLxK.dtype),
@@ -244,8 +190,6 @@ def _fill(model, tokens_BxL, pos_BxLxP, k_AxLxK, v_AxLxK, valid_BxL, F: int, rot
         self_v=tuple(vs),
         lat_idx=jnp.pad(q_idx, (0, M - F), constant_values=-1),
         lat_valid=jnp.pad(lat_valid_F, ((0, 0), (0, M - F))),
-        rot_cos=rot[0],
-        rot_sin=rot[1],
         n=jnp.asarray(F, jnp.int32),
         t=jnp.asarray(L, jnp.int32),
     )

@@ -142,17 +142,3 @@ def apply_rotary(x_BxTxHxK: jax.Array, pos_BxT: jax.Array, fraction: float, max_
     if R == 0:
         return x_BxTxHxK
     return _rotate(x_BxTxHxK, *rotary_cos_sin(pos_BxT, R, max_wavelength), R)
-
-
-def move_rotary(x_BxTxHxK: jax.Array, from_cs, to_cs, fraction: float):
-    """Keys rotated at positions ``from`` (``apply_rotary``) re-encoded at positions ``to``, given
-    the (cos, sin) [B, T, R // 2] of both sets of angles (``rotary_cos_sin``): the rotation back
-    by the float32 angles of ``from`` times the rotation by those of ``to``, as one rotation, so
-    the result is ``apply_rotary`` of the unrotated keys at ``to``, to rounding. (One rotation by
-    the angle *difference* would not be: the float32 angles of ``to`` are not those of ``from``
-    plus those of the difference.)"""
-    R = rotary_dims(x_BxTxHxK.shape[-1], fraction)
-    if R == 0:
-        return x_BxTxHxK
-    (c0, s0), (c1, s1) = from_cs, to_cs
-    return _rotate(x_BxTxHxK, c1 * c0 + s1 * s0, s1 * c0 - c1 * s0, R)  # angle to - from

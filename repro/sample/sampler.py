@@ -6,8 +6,7 @@ Decoding (``repro/model/cache.py``): the prompt's last L = max_context inputs ar
 ``initial_fill`` latents, then every step decodes one token per sequence from the cache. When the
 latent cache is full (M latents) the next step is a reset, as the paper (Appendix E.3) and the
 official ``sample_utils.sample_position(condition_on='most_recent_only')``: a full forward over
-the last L inputs refills ``reset_fill`` latents (``cache.reset``: the forward's cross-attend
-keys / values are the cache's, moved, plus the new input's) (official: M / 2; flaxformer: max(M - 128,
+the last L inputs refills ``reset_fill`` latents (official: M / 2; flaxformer: max(M - 128,
 M / 2)). So the logits of every step equal a full forward with the number of latents the cache
 holds, while the sequence fits in L inputs, and at every reset after that (tested).
 ``use_cache=False`` recomputes a full forward with all M latents for every token instead (what a
@@ -192,7 +191,7 @@ def _run(state, buf, pos, forced, seed, *, graphdef, num_new, cfg, use_cache, fi
     def reset(carry):
         s, b, done, cache, logs = carry
         wp = window(pos, P + s) if has_pos else None
-        logits, cache = C.reset(model, cache, window(b, P + s), wp, num_latents=fill)
+        logits, cache = C.prefill(model, window(b, P + s), wp, num_latents=fill)
         b, done = pick(s, logits, done, b)
         return s + 1, b, done, cache, record(s, logits, logs)
 
