@@ -117,6 +117,7 @@ def main() -> None:
         },  # fmt: skip
         "sampling": {"batches": args.batches, "reset_fill": M // 2, "temperature": 1.0, "prompt": "fills the context"},
         "method": "(t(1 + K tokens) - t(1 token)) / K, best of --repeats runs after compilation",
+        "repeats": args.repeats,
         "goal": "cached <= 1/20 of recompute at 4k context",
         "rows": rows,
         **provenance(),
@@ -131,7 +132,7 @@ def main() -> None:
         "every sample of the batch by one token.",
         f"Machine: {result['device']['kind']} ({result['device']['platform']}, {result['device']['cpus']} CPUs), "
         f"git {result['git_sha']}, {result['date']}. Produced by "
-        f"`python benchmarks/sampling.py --batches {' '.join(map(str, args.batches))}`.",
+        f"`python benchmarks/sampling.py --batches {' '.join(map(str, args.batches))} --repeats {args.repeats}`.",
         "",
         "| context | batch | cached (ms/step) | cached (tokens/s) | recompute (ms/step) | cached / recompute "
         "| speed-up |",
