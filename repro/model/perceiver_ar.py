@@ -68,14 +68,48 @@ class _GivenKeys(_Keys):
 _KEYS_PER_BLOCK = 2
 
 
+@jax.custom_jvp
+def _matmul(x_NxD, w_DxO):
+    return x_NxD @ w_DxO
+
+
+@_matmul.defjvp
+def _matmul_jvp(primals, tangents):
+    # The tangent in w multiplies by x through an explicit transposed copy of x (an optimisation
+    # barrier keeps XLA from folding it away): its transpose, the weight gradient of the backward
+    # pass, is then [D, N] x [N, O], the matmul form XLA:CPU runs with YNNPACK; folded, it is a
+    # contraction over both operands' first axis, which XLA:CPU runs with Eigen, slower
+    # (docs/efficiency.md). Same values; forward mode (jvp) works as for any function.
+    x_NxD, w_DxO = primals
+    dx, dw = tangents
+    x_again = jax.lax.optimization_barrier(x_NxD.T).T
+    return x_NxD @ w_DxO, dx @ w_DxO + x_again @ dw
+
+
+def dense(x_BxTxD, kernel_DxO, bias_O):
+    """``x @ kernel + bias`` over the last axis (``nnx.Linear``'s function and dtype promotion),
+    with the weight gradient computed in the matmul form XLA:CPU runs fastest."""
+    dtype = jnp.result_type(x_BxTxD, kernel_DxO, bias_O)
+    lead = x_BxTxD.shape[:-1]
+    y = _matmul(x_BxTxD.reshape(-1, x_BxTxD.shape[-1]).astype(dtype), kernel_DxO.astype(dtype))
+    return y.reshape(*lead, kernel_DxO.shape[-1]) + bias_O.astype(dtype)
+
+
+class Linear(nnx.Linear):
+    """``nnx.Linear`` (same parameters) computed by :func:`dense`."""
+
+    def __call__(self, x):
+        return dense(x, self.kernel[...], self.bias[...])
+
+
 def sq_relu(x):
     return jnp.square(jax.nn.relu(x))
 
 
 class MLP(nnx.Module):
     def __init__(self, d: int, widening: int, *, rngs: nnx.Rngs):
-        self.up = nnx.Linear(d, d * widening, rngs=rngs)
-        self.down = nnx.Linear(d * widening, d, rngs=rngs)
+        self.up = Linear(d, d * widening, rngs=rngs)
+        self.down = Linear(d * widening, d, rngs=rngs)
 
     def __call__(self, x_BxTxD):
         return self.down(sq_relu(self.up(x_BxTxD)))
@@ -86,10 +120,10 @@ class Attention(nnx.Module):
 
     def __init__(self, d_q: int, d_kv: int, width: int, d_out: int, heads: int, cfg: ModelConfig, *, rngs):
         self.heads, self.head_dim = heads, width // heads
-        self.q = nnx.Linear(d_q, width, rngs=rngs)
-        self.k = nnx.Linear(d_kv, width, rngs=rngs)
-        self.v = nnx.Linear(d_kv, width, rngs=rngs)
-        self.o = nnx.Linear(width, d_out, rngs=rngs)
+        self.q = Linear(d_q, width, rngs=rngs)
+        self.k = Linear(d_kv, width, rngs=rngs)
+        self.v = Linear(d_kv, width, rngs=rngs)
+        self.o = Linear(width, d_out, rngs=rngs)
         self.rotary = cfg.position_encoding == "rotary"
         self.fraction, self.wavelength = cfg.rotary_fraction, cfg.max_wavelength or cfg.max_context
 
@@ -123,11 +157,11 @@ class Attention(nnx.Module):
         D, H, K = x_BxTxD.shape[-1], self.heads, self.head_dim
         kernels = [lin.kernel[...].reshape(D, H, K) for lin in linears]
         biases = [lin.bias[...].reshape(H, K) for lin in linears]
-        dtype = jnp.result_type(x_BxTxD, *kernels, *biases)
-        kernel_DxHxNxK = jnp.stack(kernels, axis=2).astype(dtype)
-        bias_HxNxK = jnp.stack(biases, axis=1).astype(dtype)
-        y_BxTxHxNxK = jnp.einsum("btd,dhnk->bthnk", x_BxTxD.astype(dtype), kernel_DxHxNxK) + bias_HxNxK
-        return [y_BxTxHxNxK[:, :, :, i] for i in range(len(linears))]
+        n = len(linears)
+        kernel = jnp.stack(kernels, axis=2).reshape(D, H * n * K)
+        y = dense(x_BxTxD, kernel, jnp.stack(biases, axis=1).reshape(-1))
+        y_BxTxHxNxK = y.reshape(*x_BxTxD.shape[:-1], H, n, K)
+        return [y_BxTxHxNxK[:, :, :, i] for i in range(n)]
 
     def project_kv_per_vocab(self, table_VxD, tokens_BxL, kpos_BxL):
         """``project_kv`` of inputs whose features are a function of their token alone: project
@@ -246,12 +280,12 @@ class PerceiverAR(nnx.Module):
             # Official 'random' tables: hk.Embed's default init, truncated normal (+-2 sd), stddev 1.
             init = nnx.initializers.truncated_normal(cfg.learned_position_init)
             self.pos_tables = nnx.List([nnx.Embed(n, Di, embedding_init=init, rngs=rngs) for n in sizes])
-        self.z_linear = nnx.Linear(Di, D, rngs=rngs)
+        self.z_linear = Linear(Di, D, rngs=rngs)
         self.cross = CrossAttendBlock(cfg, rngs=rngs)
         self.layers = nnx.List([SelfAttendBlock(cfg, rngs=rngs) for _ in range(cfg.num_layers)])
         self.ln_final = nnx.LayerNorm(D, epsilon=LN_EPS, rngs=rngs)
         kernel_init = nnx.initializers.zeros if cfg.final_init_zeros else nnx.initializers.lecun_normal()
-        self.logits = nnx.Linear(D, cfg.vocab_size, kernel_init=kernel_init, rngs=rngs)
+        self.logits = Linear(D, cfg.vocab_size, kernel_init=kernel_init, rngs=rngs)
 
     # -------------------------------------------------------------------------------- pieces
     def embed_inputs(self, tokens_BxL, pos_BxLxP):
