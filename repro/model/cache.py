@@ -65,7 +65,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from repro.data.tokens import PAD_ID
-from repro.model.attention import MASK_VALUE
+from repro.model.attention import MASK_VALUE, make_mask
 
 
 class Cache(NamedTuple):
@@ -166,7 +166,7 @@ def prefill(model, tokens_BxL, positions_BxLxP=None, *, num_latents: int):
     # The model's blocks, as its forward calls them (eval: no dropout), keeping the keys / values;
     # the cross-attend reads them in the cache's layout.
     cross = model.cross
-    visible_BxFxL = (idx_L[None, None, :] <= q_idx[None, :, None]) & valid_BxL[:, None, :]
+    visible_BxFxL = make_mask(q_idx, np.broadcast_to(idx_L, (B, L)), valid_BxL)[:, 0]  # the model's rule
     z = cross.finish(z, _attend_rows(cross.queries(z, qpos), [(k_AxLxK, v_AxLxK, visible_BxFxL)]))
     ks, vs = [], []
     lat_kidx = jnp.broadcast_to(q_idx, (B, F))

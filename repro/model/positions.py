@@ -120,16 +120,7 @@ def rotary_cos_sin(pos_BxT: jax.Array | np.ndarray, rotated: int, max_wavelength
     return jnp.cos(ang_BxTxF), jnp.sin(ang_BxTxF)
 
 
-def _rotate(x_BxTxHxK, cos_BxTxF, sin_BxTxF, R: int):
-    half = R // 2
-    cos, sin = cos_BxTxF[:, :, None, :], sin_BxTxF[:, :, None, :]
-    rot, rest = x_BxTxHxK[..., :R], x_BxTxHxK[..., R:]
-    x1, x2 = rot[..., :half].astype(jnp.float32), rot[..., half:].astype(jnp.float32)
-    rotated = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x_BxTxHxK.dtype)
-    return jnp.concatenate([rotated, rest], axis=-1)
-
-
-def apply_rotary(x_BxTxHxK: jax.Array, pos_BxT: jax.Array, fraction: float, max_wavelength: float):
+def apply_rotary(x_BxTxHxK: jax.Array, pos_BxT: jax.Array | np.ndarray, fraction: float, max_wavelength: float):
     """Rotate the first ``fraction`` of each head's channels by angles pos * f_i (official ladder).
 
     Channel pairs are (i, i + R/2) within the rotated block of R channels ("rotate-half"
@@ -141,4 +132,10 @@ def apply_rotary(x_BxTxHxK: jax.Array, pos_BxT: jax.Array, fraction: float, max_
     R = rotary_dims(x_BxTxHxK.shape[-1], fraction)
     if R == 0:
         return x_BxTxHxK
-    return _rotate(x_BxTxHxK, *rotary_cos_sin(pos_BxT, R, max_wavelength), R)
+    half = R // 2
+    cos_BxTxF, sin_BxTxF = rotary_cos_sin(pos_BxT, R, max_wavelength)
+    cos, sin = cos_BxTxF[:, :, None, :], sin_BxTxF[:, :, None, :]
+    rot, rest = x_BxTxHxK[..., :R], x_BxTxHxK[..., R:]
+    x1, x2 = rot[..., :half].astype(jnp.float32), rot[..., half:].astype(jnp.float32)
+    rotated = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x_BxTxHxK.dtype)
+    return jnp.concatenate([rotated, rest], axis=-1)
