@@ -449,6 +449,117 @@ def reproduce(
     out.print("written: " + ", ".join(str(p) for p in files.values()), highlight=False)
 
 
+study_app = typer.Typer(no_args_is_help=True, help="The paper's claims as studies: list, run, show.")
+app.add_typer(study_app, name="study")
+
+
+def _study(name: str):
+    from experiments.studies import STUDIES
+
+    if name not in STUDIES:
+        raise UserError(f"unknown study '{name}' (available: {', '.join(STUDIES)})")
+    return STUDIES[name]
+
+
+@study_app.command("list")
+def study_list() -> None:
+    """The studies: claim, section, scales, points."""
+    from experiments.studies import STUDIES
+
+    table = Table("study", "claim", "section", "scales", "cpu points", "claim (paper)")
+    for name, s in STUDIES.items():
+        cpu = s.designs.get("cpu")
+        pts = ", ".join(p.name for p in cpu.points) if cpu else "–"
+        table.add_row(name, s.claim_id, s.section, ", ".join(s.designs), pts, s.claim)
+    out.print(table)
+
+
+@study_app.command("run")
+def study_run(
+    name: Annotated[str, typer.Argument(help="a study (see `repro study list`)")],
+    preset: Annotated[str, typer.Option(help="the study's design: cpu or smoke")] = "cpu",
+    runs_dir: Annotated[Path, typer.Option("--runs", help="point runs go to RUNS/<study>/<point>/seed<S>")] = Path(
+        "runs/studies"
+    ),
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="study.json + study.png (default: the runs folder)")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="print the points, FLOPs and a time estimate")] = False,
+    progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
+    data_dir: DataDir = None,
+) -> None:
+    """Train every point of a study (resuming; finished points are not retrained), evaluate all
+    under one protocol, write study.json with each comparison's effect, stderr and verdict."""
+    from repro import study as S
+
+    st = _study(name)
+    try:
+        st.design(preset)
+        root = runs_dir / name / preset
+        runs = S.plan(st, preset, root)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    if dry_run:
+        from repro.flops import human
+
+        table = Table("point", "seed", "preset", "context", "latents", "steps", "training FLOPs", "protocol", "run",
+                      title=f"study {name} ({preset}): {st.claim_id}")  # fmt: skip
+        for r in runs:
+            table.add_row(r.point.name, str(r.seed), r.exp.preset, f"{r.exp.model.max_context:,}",
+                          str(r.exp.model.num_latents), f"{r.exp.train.steps:,}", human(r.train_flops),
+                          r.protocol, f"shares {r.shared_with}" if r.shared_with else str(r.workdir))  # fmt: skip
+        out.print(table)
+        total = sum(r.train_flops for r in runs if not r.shared_with)
+        out.print(f"training: {human(total)}FLOP in all, about {S.estimate_seconds(runs) / 60:.0f} minutes on this "
+                  f"machine's measured throughput ({human(S.calibrate())}FLOP/s; evaluation not included)",
+                  highlight=False)  # fmt: skip
+        return
+    out_dir = out_dir or root
+    doc = S.run_study(st, preset, root, out_dir, data_dir=data_dir, console=err, show_progress=progress,
+                      log=lambda m: err.print(m, highlight=False))  # fmt: skip
+    _print_study(doc)
+    out.print(f"written: {out_dir / 'study.json'}, {out_dir / 'study.png'}", highlight=False)
+
+
+def _print_study(doc: dict) -> None:
+    table = Table("point", "seeds", doc["metric_label"], "± s.e.", "steps", "s/step", "training FLOPs",
+                  title=f"{doc['study']} ({doc['scale']}, {', '.join(doc['datasets'])})")  # fmt: skip
+    from repro.flops import human
+
+    for p in doc["points"]:
+        fmt = lambda v, spec=".4f": "–" if v is None else format(v, spec)  # noqa: E731
+        table.add_row(p["point"], str(p["seeds"]), fmt(p["mean"]), fmt(p["stderr"]), fmt(p["steps"], ".0f"),
+                      fmt(p["step_seconds"], ".3f"), human(p["train_flops"] or 0))  # fmt: skip
+    out.print(table)
+    for c in doc["comparisons"]:
+        out.print(
+            f"{c['what'] or c['treatment']}: effect {c.get('effect', float('nan')):+.4f} ± "
+            f"{c.get('stderr', float('nan')):.4f} -> [bold]{c['verdict']}[/] ({c['why']})",
+            highlight=False,
+        )
+    out.print(f"claim: {doc['claim']} {doc['source']}", highlight=False)
+    out.print(f"verdict: [bold]{doc['verdict']}[/] at {doc['scale']} scale on {', '.join(doc['datasets'])}"
+              + ("" if doc["is_paper_data"] else " (not the paper's data)"), highlight=False)  # fmt: skip
+
+
+@study_app.command("show")
+def study_show(
+    name: Annotated[str, typer.Argument(help="a study (see `repro study list`)")],
+    path: Annotated[Path | None, typer.Option(help="a study.json (default: results/studies/NAME/study.json)")] = None,
+) -> None:
+    """Print a recorded study: its points, effects and verdict."""
+    from repro.study import read_study
+
+    st = _study(name)
+    path = path or Path("results/studies") / st.name / "study.json"
+    if not path.is_file():
+        raise UserError(f"no recorded study at {path}; run: repro study run {name} (or pass --path)")
+    try:
+        _print_study(read_study(path))
+    except ValueError as e:
+        raise UserError(str(e)) from None
+
+
 import_app = typer.Typer(no_args_is_help=True, help="Import weights trained elsewhere.")
 app.add_typer(import_app, name="import")
 

@@ -1,0 +1,485 @@
+"""Claims studies: sets of ordinary runs that differ along one axis, and a verdict from one rule.
+
+A :class:`Study` is data (``experiments/studies.py`` holds them all): the paper's claim with its
+source tag, the section, and per scale a :class:`Design` — the base preset, the overrides every
+point shares, the points (each a few ``--set`` overrides and an axis value), the seeds, the one
+evaluation protocol, split and document count every point is scored under, and the comparisons
+whose sign the claim predicts. Everything not on the axis is equal across points: data, steps,
+batch, seeds, protocol (or, where a point says ``match_flops``, its steps are set so that its
+training FLOPs equal the design's budget: equal compute, ``repro/flops.py``).
+
+``run_study`` trains every (point, seed) as a normal run directory (``repro.app.run``: resumes,
+never retrains a finished run; points whose training configs are identical share one run, e.g.
+points that differ only in their evaluation protocol), evaluates each under the design's
+protocol (``repro.app.evaluate_run``; an evaluation already on disk for the same checkpoint step
+is reused), and writes ``study.json``: every point's numbers per seed, each comparison's effect
+with its standard error and the verdict of :func:`verdict`. ``repro report`` reads only that file.
+
+The verdict rule, fixed before any run (:func:`verdict`): the effect is
+``metric(treatment) - metric(reference)`` averaged over seeds; its standard error combines the
+evaluation's (each point's token-level standard error, the two points treated as independent:
+conservative for the same held-out tokens) with the spread over seeds where there are several,
+``se^2 = mean_s(se_eval,s^2) / S + var_s(effect_s) / S``. *holds at this scale* where the effect
+has the paper's sign and exceeds 2 standard errors; *does not show* where the opposite sign
+exceeds 2 standard errors; *inconclusive* otherwise, and always where two seeds disagree in sign.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+STUDY_SCHEMA = "repro-study/1"
+HOLDS, DOES_NOT_SHOW, INCONCLUSIVE = "holds at this scale", "does not show", "inconclusive"
+FALLBACK_FLOPS_PER_SECOND = 1e11  # --dry-run's estimate where no calibration record exists
+
+
+@dataclass(frozen=True)
+class Point:
+    """One point of a study's axis: overrides on top of the design's, and the axis value."""
+
+    name: str  # e.g. "N=512"; also the run directory's name
+    x: float  # the axis value (plots, tables)
+    set: tuple[str, ...] = ()  # --set overrides of this point
+    preset: str = ""  # "" = the design's preset (e.g. "cpu_transformer" for a baseline point)
+    protocol: str = ""  # "" = the design's protocol (the cache-reset study sweeps cached:F)
+    series: str = "Perceiver AR"  # the plot's line this point belongs to
+    match_flops: bool = False  # steps (and the cosine horizon) set so training FLOPs = budget
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """effect = metric(treatment) - metric(reference), or metric(treatment) - threshold."""
+
+    treatment: str
+    reference: str = ""  # a point name; "" = compare with ``threshold``
+    threshold: float | None = None
+    expected: Literal[-1, 1] = -1  # the sign the claim predicts (-1: the metric falls)
+    what: str = ""  # in words, e.g. "context 2048 vs 128 at 128 latents"
+
+
+@dataclass(frozen=True)
+class Design:
+    """A study at one scale (``smoke`` for tests, ``cpu`` for the recorded runs)."""
+
+    preset: str
+    points: tuple[Point, ...]
+    comparisons: tuple[Comparison, ...]
+    common: tuple[str, ...] = ()  # --set overrides of every point
+    seeds: tuple[int, ...] = (0,)
+    protocol: str = ""  # "" = the section's default protocol of the base preset
+    split: str = "validation"
+    max_examples: int | None = None  # documents scored (None = the split, or eval_examples when synthetic)
+    flops_budget: str = ""  # the point whose training FLOPs every match_flops point gets (equal compute)
+    note: str = ""  # what the design cannot show at this scale (printed with the study)
+
+
+@dataclass(frozen=True)
+class Study:
+    name: str
+    claim_id: str  # studies of one claim (e.g. in several modalities) share it
+    claim: str  # the paper's statement, in words
+    source: str  # its source tag and where it is in docs/paper_numbers.md
+    section: str
+    designs: dict[str, Design]
+    metric: str = "nats_per_token"  # a key of the evaluation metrics (with <metric>_stderr)
+    metric_label: str = "held-out nats/token"
+    higher_is_better: bool = False
+    axis: str = "context N (inputs)"
+    log_x: bool = True
+    proper_test: str = ""  # what it would take to test the claim properly
+
+    def design(self, scale: str) -> Design:
+        if scale not in self.designs:
+            raise ValueError(f"study {self.name} has no '{scale}' design (available: {', '.join(self.designs)})")
+        return self.designs[scale]
+
+
+# ---------------------------------------------------------------------------------- the verdict
+
+
+def verdict(effects: list[float], eval_stderrs: list[float], expected: int) -> dict[str, Any]:
+    """The one verdict rule (module docstring): per-seed effects and their evaluation standard
+    errors in, ``{"effect", "stderr", "z", "verdict", "why"}`` out."""
+    S = len(effects)
+    if S == 0 or len(eval_stderrs) != S or expected not in (-1, 1):
+        raise ValueError("verdict() needs one effect and one evaluation stderr per seed, and expected -1 or +1")
+    mean = sum(effects) / S
+    eval_var = sum(se * se for se in eval_stderrs) / S / S
+    seed_var = statistics.variance(effects) / S if S > 1 else 0.0
+    se = math.sqrt(eval_var + seed_var) if math.isfinite(eval_var + seed_var) else math.nan
+    z = mean / se if se and math.isfinite(se) else math.nan
+    signs = {math.copysign(1, e) for e in effects if e != 0}
+    out = {"effect": mean, "stderr": se, "z": z, "seeds": S}
+    if not all(math.isfinite(v) for v in (*effects, *eval_stderrs)):
+        return {**out, "verdict": INCONCLUSIVE, "why": "a number is missing or not finite"}
+    if len(signs) > 1:
+        return {**out, "verdict": INCONCLUSIVE, "why": "the seeds disagree in sign"}
+    if expected * mean > 2 * se:
+        return {**out, "verdict": HOLDS, "why": f"the claimed sign, {abs(z):.1f} standard errors"}
+    if -expected * mean > 2 * se:
+        return {**out, "verdict": DOES_NOT_SHOW, "why": f"the opposite sign, {abs(z):.1f} standard errors"}
+    return {**out, "verdict": INCONCLUSIVE, "why": f"|effect| = {abs(z):.1f} standard errors (< 2)"}
+
+
+def overall(verdicts: list[str]) -> str:
+    """A study's verdict: its first comparison's (the claim); the others are shown beside it."""
+    return verdicts[0] if verdicts else INCONCLUSIVE
+
+
+# ---------------------------------------------------------------------------------- the points
+
+
+@dataclass
+class PointRun:
+    point: Point
+    seed: int
+    exp: Any  # repro.config.Experiment
+    workdir: Path
+    protocol: str
+    train_flops: float
+    shared_with: str = ""  # the point whose run this one reuses ("" = its own)
+
+
+def _seed_overrides(design: Design, seed: int) -> list[str]:
+    return [] if design.seeds == (0,) else [f"train.seed={seed}", f"data.train_seed={seed}"]
+
+
+def plan(study: Study, scale: str, root: Path) -> list[PointRun]:
+    """Every (point, seed) of the study's ``scale`` design, with its resolved config and workdir."""
+    from experiments import SECTIONS
+    from repro.config import apply_overrides
+    from repro.flops import train_step_flops
+    from repro.train.loop import config_fingerprint
+
+    design = study.design(scale)
+    section = SECTIONS[study.section]
+
+    def resolve(point: Point, seed: int):
+        base = section.preset(point.preset or design.preset)
+        return base, apply_overrides(base, [*design.common, *point.set, *_seed_overrides(design, seed)])
+
+    budget = None
+    if any(p.match_flops for p in design.points):
+        ref = next((p for p in design.points if p.name == design.flops_budget and not p.match_flops), None)
+        if ref is None:
+            raise ValueError(f"study {study.name}: flops_budget must name a point that does not match FLOPs itself")
+        e = resolve(ref, design.seeds[0])[1]
+        budget, ref_steps = train_step_flops(e)["step"] * e.train.steps, e.train.steps
+    runs, by_config = [], {}
+    for point in design.points:
+        for seed in design.seeds:
+            base, exp = resolve(point, seed)
+            if point.match_flops:
+                # The same schedule shape over the point's own length: warm-up scaled by its steps.
+                steps = max(1, round(budget / train_step_flops(exp)["step"]))
+                warmup = round(exp.optim.warmup_steps * steps / ref_steps)
+                more = [f"train.steps={steps}", f"optim.warmup_steps={warmup}"]
+                if exp.optim.schedule == "cosine":
+                    more.append(f"optim.decay_steps={steps}")
+                exp = apply_overrides(exp, more)
+            if exp.scale == "custom" and base.scale != "paper":
+                exp = dataclasses.replace(exp, scale=base.scale)
+            fp = config_fingerprint(exp) + f"/{exp.train.steps}"
+            protocol = point.protocol or design.protocol or section.default_protocol(exp)
+            flops = train_step_flops(exp)["step"] * exp.train.steps
+            wd = root / point.name / f"seed{seed}"
+            shared = ""
+            if fp in by_config:  # the same training: evaluate that run (e.g. another protocol)
+                wd, shared = by_config[fp].workdir, by_config[fp].point.name
+            else:
+                by_config[fp] = None
+            r = PointRun(point, seed, exp, wd, protocol, flops, shared)
+            if not shared:
+                by_config[fp] = r
+            runs.append(r)
+    return runs
+
+
+def estimate_seconds(runs: list[PointRun]) -> float:
+    """A rough training time on the 2-core CPU machine (``calibrate``'s throughput)."""
+    return sum(r.train_flops for r in runs if not r.shared_with) / calibrate()
+
+
+def calibrate() -> float:
+    """Training FLOP/s of this kind of machine, from the recorded results/pg19/cpu run when it
+    exists (its FLOPs per step x steps / training seconds), else a constant measured once."""
+    rec = Path(__file__).resolve().parent.parent / "results" / "pg19" / "cpu" / "results.json"
+    try:
+        from repro.config import experiment_from_dict
+        from repro.flops import train_step_flops
+
+        row = json.loads(rec.read_text())
+        exp = experiment_from_dict(row["config"])
+        return train_step_flops(exp)["step"] * row["steps"] / row["wall_seconds"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return FALLBACK_FLOPS_PER_SECOND
+
+
+# ---------------------------------------------------------------------------------- running
+
+
+def _step_seconds(workdir: Path) -> float | None:
+    """Median seconds per training step from the run's log (its ``time`` column), compile excluded."""
+    path = workdir / "metrics.jsonl"
+    if not path.is_file():
+        return None
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if "time" in r and "loss" in r:
+            rows.append((r["step"], r["time"]))
+    deltas = [(t1 - t0) / (s1 - s0) for (s0, t0), (s1, t1) in zip(rows[1:], rows[2:], strict=False) if s1 > s0]
+    return statistics.median(deltas) if deltas else None
+
+
+def _cached_eval(workdir: Path, split: str, protocol: str, step: int) -> dict | None:
+    path = workdir / "evals" / f"{split}_{protocol.replace(':', '_')}.json"
+    if not path.is_file():
+        return None
+    try:
+        from repro.results import read_row
+
+        row = read_row(path)
+    except ValueError:
+        return None
+    return row if row.get("steps") == step and row.get("protocol") == protocol else None
+
+
+def _latest_step(workdir: Path) -> int | None:
+    from repro.results import read_row
+
+    try:
+        return read_row(workdir / "results.json")["steps"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def run_study(
+    study: Study,
+    scale: str,
+    root: Path,
+    out: Path,
+    *,
+    data_dir: Path | None = None,
+    console=None,
+    show_progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Train and evaluate every point (resuming), then write ``out/study.json``; returns it."""
+    from experiments import SECTIONS
+    from repro import app as A
+
+    section = SECTIONS[study.section]
+    design = study.design(scale)
+    runs = plan(study, scale, root)
+    trained: dict[Path, dict] = {}
+    for i, r in enumerate(runs):
+        if r.shared_with:
+            continue
+        log(f"study {study.name} ({scale}): point {r.point.name}, seed {r.seed} "
+            f"({i + 1}/{len(runs)}) in {r.workdir}")  # fmt: skip
+        trained[r.workdir] = A.run(section, r.exp, r.workdir, data_dir=data_dir, console=console,
+                                   show_progress=show_progress)  # fmt: skip
+    points: list[dict] = []
+    for r in runs:
+        row = trained[r.workdir]
+        ev = _cached_eval(r.workdir, design.split, r.protocol, row["steps"])
+        if ev is None:
+            log(f"study {study.name}: evaluating {r.point.name} seed {r.seed} under {r.protocol}")
+            ev, _ = A.evaluate_run(section, r.workdir, protocol=r.protocol, split=design.split,
+                                   max_examples=design.max_examples, data_dir=data_dir,
+                                   show_progress=show_progress, console=console)  # fmt: skip
+        m = ev["metrics"]
+        points.append({
+            "point": r.point.name, "x": r.point.x, "series": r.point.series, "seed": r.seed,
+            "workdir": os.path.relpath(r.workdir),  # relative: no machine's path in a record
+            "shared_with": r.shared_with, "preset": r.exp.preset, "overrides": list(design.common) + list(r.point.set),
+            "protocol": ev["protocol"], "split": ev["split"],
+            "value": m.get(study.metric), "stderr": m.get(f"{study.metric}_stderr"),
+            "nats_per_token": m.get("nats_per_token"), "nats_per_token_stderr": m.get("nats_per_token_stderr"),
+            "headline": ev["headline"], "eval_tokens": m.get("eval_tokens"), "eval_documents": m.get("eval_documents"),
+            "steps": row["steps"], "train_flops": r.train_flops, "wall_seconds": row.get("wall_seconds"),
+            "step_seconds": _step_seconds(r.workdir), "num_params": row.get("num_params"),
+            "max_context": r.exp.model.max_context, "num_latents": r.exp.model.num_latents,
+            "dataset": ev["dataset"], "data_hash": ev.get("data_hash"), "git_sha": row.get("git_sha"),
+            "eval_git_sha": ev.get("git_sha"), "device": ev.get("device", {}).get("kind"),
+            "curriculum": row.get("curriculum_steps"), "config": row.get("config"),
+        })  # fmt: skip
+    doc = summarise(study, scale, design, points)
+    doc["documents"] = _document_lengths(section, runs[0].exp, design, data_dir)
+    write_study(out, doc)
+    return doc
+
+
+def _document_lengths(section, exp, design: Design, data_dir) -> dict[str, Any] | None:
+    """Token lengths of the scored documents: context cannot help past a document's length."""
+    try:
+        from repro import app as A
+
+        src = A.source_for(section, exp, data_dir)
+        n = src.num_documents(design.split)
+        if design.max_examples:
+            n = min(n, design.max_examples)
+        if src.synthetic:
+            return None
+        lens = sorted(len(src.document(design.split, i).tokens) for i in range(n))
+    except Exception:  # noqa: BLE001 - a description only; never fails a study
+        return None
+    return {"split": design.split, "count": len(lens), "min": lens[0], "median": lens[len(lens) // 2],
+            "max": lens[-1]} if lens else None  # fmt: skip
+
+
+def summarise(study: Study, scale: str, design: Design, points: list[dict]) -> dict[str, Any]:
+    """study.json's content from the per-(point, seed) rows: per-point means, comparisons, verdict."""
+    from repro.runinfo import git_sha, now
+
+    by_point: dict[str, list[dict]] = {}
+    for p in points:
+        by_point.setdefault(p["point"], []).append(p)
+    table = []
+    for spec in design.points:
+        rows = by_point.get(spec.name, [])
+        vals = [r["value"] for r in rows]
+        ses = [r["stderr"] for r in rows]
+        table.append({
+            "point": spec.name, "x": spec.x, "series": spec.series, "seeds": len(rows),
+            "mean": _mean(vals), "stderr": _combined_se(vals, ses),
+            "step_seconds": _mean([r["step_seconds"] for r in rows if r["step_seconds"] is not None]),
+            "train_flops": _mean([r["train_flops"] for r in rows]), "steps": _mean([r["steps"] for r in rows]),
+            "wall_seconds": _mean([r["wall_seconds"] for r in rows if r["wall_seconds"] is not None]),
+            "max_context": rows[0]["max_context"] if rows else None,
+            "num_latents": rows[0]["num_latents"] if rows else None,
+        })  # fmt: skip
+    comparisons = []
+    for c in design.comparisons:
+        t_rows = {r["seed"]: r for r in by_point.get(c.treatment, [])}
+        if c.reference:
+            r_rows = {r["seed"]: r for r in by_point.get(c.reference, [])}
+            seeds = sorted(set(t_rows) & set(r_rows))
+            effects = [t_rows[s]["value"] - r_rows[s]["value"] for s in seeds]
+            ses = [math.hypot(t_rows[s]["stderr"], r_rows[s]["stderr"]) for s in seeds]
+        else:
+            seeds = sorted(t_rows)
+            effects = [t_rows[s]["value"] - c.threshold for s in seeds]
+            ses = [t_rows[s]["stderr"] for s in seeds]
+        v = verdict(effects, ses, c.expected) if seeds else {"verdict": INCONCLUSIVE, "why": "no runs"}
+        comparisons.append({**dataclasses.asdict(c), **v, "per_seed": dict(zip(map(str, seeds), effects,
+                                                                                 strict=True))})  # fmt: skip
+    datasets = sorted({p["dataset"]["name"] for p in points})
+    return {
+        "schema": STUDY_SCHEMA,
+        "study": study.name,
+        "claim_id": study.claim_id,
+        "claim": study.claim,
+        "source": study.source,
+        "section": study.section,
+        "scale": scale,
+        "metric": study.metric,
+        "metric_label": study.metric_label,
+        "higher_is_better": study.higher_is_better,
+        "axis": study.axis,
+        "log_x": study.log_x,
+        "design": _design_dict(design),
+        "datasets": datasets,
+        "is_paper_data": all(p["dataset"]["is_paper_data"] for p in points),
+        "points": table,
+        "runs": points,
+        "comparisons": comparisons,
+        "verdict": overall([c["verdict"] for c in comparisons]),
+        "proper_test": study.proper_test,
+        "note": design.note,
+        "git_sha": git_sha(),
+        "git_shas_of_runs": sorted({p["git_sha"] for p in points if p.get("git_sha")}),
+        "device": sorted({p["device"] for p in points if p.get("device")}),
+        "date": now(),
+    }
+
+
+def _design_dict(design: Design) -> dict[str, Any]:
+    d = dataclasses.asdict(design)
+    d["points"] = [dataclasses.asdict(p) for p in design.points]
+    d["comparisons"] = [dataclasses.asdict(c) for c in design.comparisons]
+    return d
+
+
+def _mean(xs: list) -> float | None:
+    xs = [x for x in xs if x is not None]
+    return sum(xs) / len(xs) if xs else None
+
+
+def _combined_se(vals: list, ses: list) -> float | None:
+    """A point's standard error over seeds: evaluation error and seed spread, as in verdict()."""
+    if not vals or any(v is None for v in vals) or any(s is None for s in ses):
+        return None
+    S = len(vals)
+    var = sum(s * s for s in ses) / S / S + (statistics.variance(vals) / S if S > 1 else 0.0)
+    return math.sqrt(var)
+
+
+def write_study(out: Path, doc: dict[str, Any]) -> Path:
+    from repro.runinfo import write_json_atomic
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "study.json", doc)
+    plot_study(doc, out / "study.png")
+    return out / "study.json"
+
+
+def read_study(path: Path) -> dict[str, Any]:
+    try:
+        doc = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not a readable study file ({e})") from None
+    if not isinstance(doc, dict) or doc.get("schema") != STUDY_SCHEMA:
+        raise ValueError(f"{path}: not a study file of schema {STUDY_SCHEMA}")
+    return doc
+
+
+# ---------------------------------------------------------------------------------- the plot
+
+
+def plot_study(doc: dict[str, Any], path: Path) -> Path:
+    """The metric (± 2 standard errors) vs the axis per series, and step time / compute beside it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pts = doc["points"]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    series = list(dict.fromkeys(p["series"] for p in pts))
+    for s in series:
+        ps = [p for p in pts if p["series"] == s and p["mean"] is not None]
+        xs = [p["x"] for p in ps]
+        axes[0].errorbar(xs, [p["mean"] for p in ps], yerr=[2 * (p["stderr"] or 0) for p in ps], marker="o",
+                         capsize=3, label=s)  # fmt: skip
+        right = [(p["x"], p["step_seconds"]) for p in ps if p["step_seconds"]]
+        if right:
+            axes[1].plot(*zip(*right, strict=True), marker="o", label=s)
+    for ax in axes:
+        ax.set_xlabel(doc["axis"])
+        if doc.get("log_x"):
+            ax.set_xscale("log", base=2)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel(doc["metric_label"] + " (± 2 s.e.)")
+    axes[0].set_title(f"{doc['study']}: {doc['verdict']}", fontsize=10)
+    axes[1].set_ylabel("seconds per training step")
+    axes[1].set_title(f"{doc['scale']} scale, {', '.join(doc['datasets'])}"[:70], fontsize=9)
+    if len(series) > 1:
+        axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
