@@ -19,6 +19,7 @@ and links the sections' sample images and the deviations log.
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -262,6 +263,100 @@ def _bench(paths: list[Path], out: Path) -> tuple[Path | None, dict | None]:
     return None, None
 
 
+def collect_studies(paths: list[Path]) -> list[tuple[Path, dict[str, Any]]]:
+    """(path, study) of every ``study.json`` under ``paths`` (repro/study.py), by claim then name."""
+    from repro.study import read_study
+
+    found, seen = [], set()
+    for p in paths:
+        p = Path(p)
+        for f in sorted([p] if p.is_file() and p.name == "study.json" else p.rglob("study.json") if p.is_dir() else []):
+            if f.resolve() in seen:
+                continue
+            seen.add(f.resolve())
+            try:
+                found.append((f, read_study(f)))
+            except ValueError:
+                continue
+    return sorted(found, key=lambda x: (x[1]["claim_id"], x[1]["study"], x[1]["scale"]))
+
+
+def _num(v: Any, spec: str = ".4f") -> str:
+    return "–" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, spec)
+
+
+def claims_section(paths: list[Path], out: Path) -> tuple[list[str], dict[str, Path]]:
+    """The report's first section: per claim, the paper's statement and source, our plot and
+    table (value ± stderr per point), each comparison's effect and verdict, and the labels."""
+    from repro.flops import human
+    from repro.study import plot_study
+
+    studies = collect_studies(paths)
+    md = ["\n## Claims: do the paper's claims hold at our scale?\n\n"]
+    if not studies:
+        md.append("No recorded study yet (`repro study list`, `repro study run NAME`).\n")
+        return md, {}
+    md.append(
+        "Each claim is tested by a study (`experiments/studies.py`): runs that differ along one axis, everything "
+        "else equal (data, steps, batch, seeds, evaluation protocol; equal training FLOPs where the claim is about "
+        "compute). The verdict comes from one rule fixed before the runs (`repro/study.py`): **holds at this "
+        "scale** where the effect has the paper's sign and exceeds 2 standard errors (evaluation error combined "
+        "with the spread over seeds), **does not show** where the opposite sign does, **inconclusive** otherwise "
+        "or where seeds disagree in sign. These are small models on demo corpora: a verdict is about this scale, "
+        "not the paper's.\n\n| claim | study | scale, data | verdict |\n|---|---|---|---|\n"
+    )
+    for _, d in studies:
+        md.append(f"| {d['claim_id']} | [{d['study']}](#study-{d['study']}-{d['scale']}) | {d['scale']}, "
+                  f"{'; '.join(d['datasets'])} | **{d['verdict']}** |\n")  # fmt: skip
+    plots = {}
+    (out / "plots").mkdir(parents=True, exist_ok=True)
+    for p, d in studies:
+        key = f"study_{d['study']}_{d['scale']}"
+        png = plots[key] = plot_study(d, out / "plots" / f"{key}.png")  # from study.json alone
+        rel = os.path.relpath(png, out)
+        md.append(f'\n### <a id="study-{d["study"]}-{d["scale"]}"></a>{d["study"]} ({d["scale"]} scale)\n\n')
+        md.append(f"**Claim** ({d['claim_id']}): {d['claim']}  \n**Source**: {d['source']}  \n"
+                  f"**Data**: {'; '.join(d['datasets'])}"
+                  + ("" if d["is_paper_data"] else " (**not the paper's data**)")
+                  + f"; {d['scale']} scale; git {', '.join(s[:10] for s in d['git_shas_of_runs'])}; "
+                  f"device {', '.join(d['device'])}; study file [`{os.path.relpath(p, out)}`]"
+                  f"({os.path.relpath(p, out)})\n\n")  # fmt: skip
+        md.append(f"![{d['study']}]({rel})\n\n")
+        des = d["design"]
+        md.append(f"{d['metric_label']} under `{des['protocol'] or 'the section default'}` on {des['split']}; "
+                  f"seeds {', '.join(map(str, des['seeds']))}.\n\n")  # fmt: skip
+        md.append(f"| point | {d['axis']} | seeds | {d['metric_label']} ± s.e. | steps | training FLOPs | s/step |\n"
+                  "|---|---|---|---|---|---|---|\n")  # fmt: skip
+        for pt in d["points"]:
+            md.append(f"| {pt['point']} | {pt['x']:g} | {pt['seeds']} | {_num(pt['mean'])} ± {_num(pt['stderr'])} "
+                      f"| {_num(pt['steps'], ',.0f')} | {human(pt['train_flops'] or 0)} "
+                      f"| {_num(pt['step_seconds'], '.3f')} |\n")  # fmt: skip
+        md.append("\n| comparison | effect ± s.e. | per seed | verdict |\n|---|---|---|---|\n")
+        for c in d["comparisons"]:
+            what = c["what"] or (f"{c['treatment']} - {c['reference']}" if c["reference"] else
+                                 f"{c['treatment']} - {c['threshold']}")  # fmt: skip
+            sign = "lower" if c["expected"] < 0 else "higher"
+            per = ", ".join(f"{k}: {v:+.4f}" for k, v in c.get("per_seed", {}).items())
+            md.append(f"| {what} (claim: {sign}) | {_num(c.get('effect'), '+.4f')} ± {_num(c.get('stderr'))} "
+                      f"| {per or '–'} | **{c['verdict']}** ({c['why']}) |\n")  # fmt: skip
+        docs = d.get("documents")
+        if docs:
+            md.append(f"\nScored documents ({docs['split']}): {docs['count']}, {docs['min']:,} to {docs['max']:,} "
+                      f"tokens (median {docs['median']:,}).")  # fmt: skip
+            longest = max((pt["max_context"] or 0) for pt in d["points"])
+            if longest > docs["median"]:
+                md.append(
+                    f" **Most documents are shorter than the longest context ({longest:,})**: context "
+                    "cannot help past a document's end."
+                )
+            md.append("\n")
+        if d.get("note"):
+            md.append(f"\n{d['note']}\n")
+        if d.get("proper_test"):
+            md.append(f"\n*What a proper test needs*: {d['proper_test']}\n")
+    return md, plots
+
+
 def write_report(sections: dict, paths: list[Path], out: Path, deviations: Path | None = None) -> dict[str, Path]:
     """Write report.md, report.csv and plots/ under ``out``; returns their paths."""
     from repro.runinfo import write_text_atomic
@@ -286,6 +381,9 @@ def write_report(sections: dict, paths: list[Path], out: Path, deviations: Path 
         "[P-quote]/[P-page] the paper, [S-paper] another paper, [S-agg] an aggregator, [S-AI] a lead only).\n",
     ]
     plots: dict[str, Path] = {}
+    claims_md, claim_plots = claims_section(paths, out)
+    md.extend(claims_md)
+    plots.update(claim_plots)
     for name, sec in sections.items():
         ours = [(p, r) for p, r in found if r["section"] == name]
         if not sec.paper_numbers and not ours:
