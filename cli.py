@@ -444,6 +444,14 @@ def reproduce(
             # A finished run prints its recorded result and trains nothing (repro/train/loop.py).
             A.run(sec, exp, runs_dir / name / preset, data_dir=data_dir, console=err, show_progress=False,
                   stage_root=runs_dir / name)  # a curriculum's stages are the sweep's own runs  # fmt: skip
+    from experiments.studies import STUDIES
+    from repro.study import run_study
+
+    for name, st in STUDIES.items():  # then the claims studies of this scale, each into OUT/studies/<name>
+        if scale in st.designs:
+            err.print(f"[bold]study {name}[/] ({scale})", highlight=False)
+            run_study(st, scale, runs_dir / "studies" / name / scale, out_dir / "studies" / name, data_dir=data_dir,
+                      console=err, show_progress=False, log=lambda m: err.print(m, highlight=False))  # fmt: skip
     paths = [p for p in (runs_dir, out_dir) if p.exists()]  # the new runs and the recorded results
     files = write_report(SECTIONS, paths, out_dir, deviations=Path("docs/deviations.md"))
     out.print("written: " + ", ".join(str(p) for p in files.values()), highlight=False)

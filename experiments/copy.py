@@ -212,7 +212,7 @@ class CopySection(Section):
             split="validation",
             value=None,
             source="[P-quote] 'perfectly recognize long-context patterns over distances of at least 100k "
-            "tokens'; no exact number found (shared/docs/paper.md §1.1)",
+            "tokens'; no exact number found (docs/paper_numbers.md §1.1)",
             preset="random_mirrored_131072",
             note="'perfect' copy is read as 1.0",
         ),

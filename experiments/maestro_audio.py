@@ -2,7 +2,7 @@
 
 The paper trains on SoundStream codes at 12 / 18 / 22 kbps (24 / 36 / 44 codebook levels x 1024
 codes, interleaved per frame, each level in its own 1024-id range: vocabulary 3 + levels x 1024;
-official ``sample_utils.process_logits``) at contexts 32,768 and 65,536 (shared/docs/paper.md
+official ``sample_utils.process_logits``) at contexts 32,768 and 65,536 (docs/paper_numbers.md
 §1.6). **SoundStream itself is not available** (no public weights): this section supports the
 data path downstream of the codec. Bring pre-computed codes, one ``.npy`` array [frames, levels]
 per recording (``repro/data/maestro.py``: ``AudioCodesFormat``), prepared with ``repro data prepare

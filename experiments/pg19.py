@@ -1,6 +1,6 @@
 """Paper Section 5.3: PG-19 (Project Gutenberg books), word-level perplexity.
 
-The paper's numbers (as quoted by later papers, shared/docs/paper.md §1.3): **test 28.9 /
+The paper's numbers (as quoted by later papers, docs/paper_numbers.md §1.3): **test 28.9 /
 validation 45.9** word-level perplexity, 974.6M parameters, SentencePiece 32k, context 2048;
 baselines Transformer-XL 36.3 / 45.5 and Compressive Transformer 33.6 / 43.4 (test / validation).
 Word-level perplexity = exp(total NLL of the split's tokens / the split's words), words counted

@@ -1,6 +1,6 @@
 """Paper Section 5.5: WikiText-103, word-level perplexity.
 
-The sources disagree on the paper's number (shared/docs/paper.md §1.5): test perplexity 18.4
+The sources disagree on the paper's number (docs/paper_numbers.md §1.5): test perplexity 18.4
 (paperswithcode), 18.25 with validation 17.58 (wizwand), 18.35 at context 2048 (an AI note); all
 are kept, each with its source. 358M parameters; tokenizer and architecture not found. Word-level
 perplexity = exp(total NLL / words), words counted as WikiText's word tokens plus one ``<eos>`` per

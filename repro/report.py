@@ -278,7 +278,8 @@ def collect_studies(paths: list[Path]) -> list[tuple[Path, dict[str, Any]]]:
                 found.append((f, read_study(f)))
             except ValueError:
                 continue
-    return sorted(found, key=lambda x: (x[1]["claim_id"], x[1]["study"], x[1]["scale"]))
+    latest = {(d["study"], d["scale"]): (f, d) for f, d in found}  # one per study and scale: the last path's
+    return sorted(latest.values(), key=lambda x: (x[1]["claim_id"], x[1]["study"], x[1]["scale"]))
 
 
 def _num(v: Any, spec: str = ".4f") -> str:
@@ -377,7 +378,7 @@ def write_report(sections: dict, paths: list[Path], out: Path, deviations: Path 
         + ". Every row of ours names its scale and dataset. **Only a paper-scale preset trained on the "
         "paper's data is a reproduction**; every other row (a cpu preset, a demo corpus) shows that the "
         "code learns and how it compares with simple baselines measured in the same run, not the paper's "
-        "number. Paper values carry the source tags of `shared/docs/paper.md` ([P-code] official code, "
+        "number. Paper values carry the source tags of `docs/paper_numbers.md` ([P-code] official code, "
         "[P-quote]/[P-page] the paper, [S-paper] another paper, [S-agg] an aggregator, [S-AI] a lead only).\n",
     ]
     plots: dict[str, Path] = {}

@@ -48,7 +48,7 @@ class Metric:
 
 @dataclass(frozen=True)
 class PaperNumber:
-    """A number from the paper (or a source in shared/docs/paper.md) this section compares with.
+    """A number from the paper (or a source in docs/paper_numbers.md) this section compares with.
 
     ``preset``: the preset that reproduces it ("" = none of ours does; e.g. a baseline's row)."""
 

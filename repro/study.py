@@ -243,7 +243,7 @@ def _step_seconds(workdir: Path) -> float | None:
     return statistics.median(deltas) if deltas else None
 
 
-def _cached_eval(workdir: Path, split: str, protocol: str, step: int) -> dict | None:
+def _cached_eval(workdir: Path, split: str, protocol: str, step: int, metric: str) -> dict | None:
     path = workdir / "evals" / f"{split}_{protocol.replace(':', '_')}.json"
     if not path.is_file():
         return None
@@ -253,7 +253,9 @@ def _cached_eval(workdir: Path, split: str, protocol: str, step: int) -> dict | 
         row = read_row(path)
     except ValueError:
         return None
-    return row if row.get("steps") == step and row.get("protocol") == protocol else None
+    m = row.get("metrics", {})
+    same = row.get("steps") == step and row.get("protocol") == protocol and row.get("split") == split
+    return row if same and m.get(metric) is not None and m.get(f"{metric}_stderr") is not None else None
 
 
 def _latest_step(workdir: Path) -> int | None:
@@ -294,7 +296,7 @@ def run_study(
     points: list[dict] = []
     for r in runs:
         row = trained[r.workdir]
-        ev = _cached_eval(r.workdir, design.split, r.protocol, row["steps"])
+        ev = _cached_eval(r.workdir, design.split, r.protocol, row["steps"], study.metric)
         if ev is None:
             log(f"study {study.name}: evaluating {r.point.name} seed {r.seed} under {r.protocol}")
             ev, _ = A.evaluate_run(section, r.workdir, protocol=r.protocol, split=design.split,
@@ -362,17 +364,18 @@ def summarise(study: Study, scale: str, design: Design, points: list[dict]) -> d
             "num_latents": rows[0]["num_latents"] if rows else None,
         })  # fmt: skip
     comparisons = []
+    nan = lambda v: math.nan if v is None else v  # noqa: E731 - a missing number makes a verdict inconclusive
     for c in design.comparisons:
         t_rows = {r["seed"]: r for r in by_point.get(c.treatment, [])}
         if c.reference:
             r_rows = {r["seed"]: r for r in by_point.get(c.reference, [])}
             seeds = sorted(set(t_rows) & set(r_rows))
-            effects = [t_rows[s]["value"] - r_rows[s]["value"] for s in seeds]
-            ses = [math.hypot(t_rows[s]["stderr"], r_rows[s]["stderr"]) for s in seeds]
+            effects = [nan(t_rows[s]["value"]) - nan(r_rows[s]["value"]) for s in seeds]
+            ses = [math.hypot(nan(t_rows[s]["stderr"]), nan(r_rows[s]["stderr"])) for s in seeds]
         else:
             seeds = sorted(t_rows)
-            effects = [t_rows[s]["value"] - c.threshold for s in seeds]
-            ses = [t_rows[s]["stderr"] for s in seeds]
+            effects = [nan(t_rows[s]["value"]) - c.threshold for s in seeds]
+            ses = [nan(t_rows[s]["stderr"]) for s in seeds]
         v = verdict(effects, ses, c.expected) if seeds else {"verdict": INCONCLUSIVE, "why": "no runs"}
         comparisons.append({**dataclasses.asdict(c), **v, "per_seed": dict(zip(map(str, seeds), effects,
                                                                                  strict=True))})  # fmt: skip
@@ -468,18 +471,22 @@ def plot_study(doc: dict[str, Any], path: Path) -> Path:
         right = [(p["x"], p["step_seconds"]) for p in ps if p["step_seconds"]]
         if right:
             axes[1].plot(*zip(*right, strict=True), marker="o", label=s)
+    xs = sorted({p["x"] for p in pts})
     for ax in axes:
         ax.set_xlabel(doc["axis"])
         if doc.get("log_x"):
             ax.set_xscale("log", base=2)
+        ax.set_xticks(xs, [f"{x:g}" for x in xs])
+        ax.minorticks_off()
         ax.grid(alpha=0.3)
     axes[0].set_ylabel(doc["metric_label"] + " (± 2 s.e.)")
     axes[0].set_title(f"{doc['study']}: {doc['verdict']}", fontsize=10)
     axes[1].set_ylabel("seconds per training step")
-    axes[1].set_title(f"{doc['scale']} scale, {', '.join(doc['datasets'])}"[:70], fontsize=9)
+    axes[1].set_title(f"step time ({doc['scale']} scale)", fontsize=10)
+    fig.suptitle("; ".join(doc["datasets"]), fontsize=8, y=0.02, va="bottom")
     if len(series) > 1:
         axes[0].legend(fontsize=8)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

@@ -91,8 +91,12 @@ def evaluate(
     if "documents" in info:
         out["eval_documents"] = info["documents"]
     if s_tokens:
+        # Standard error of an accuracy: binomial, with the Laplace estimate (k + 1) / (n + 2) so
+        # that a perfect score still has an uncertainty (a claims study compares it with 99.9 %).
+        p_tilde = (s_correct + 1) / (s_tokens + 2)
         out.update(
             scored_token_accuracy=s_correct / s_tokens,
+            scored_token_accuracy_stderr=float(np.sqrt(p_tilde * (1 - p_tilde) / s_tokens)),
             sequence_accuracy=sum(w == 0 for w in seq_wrong.values()) / max(len(seq_wrong), 1),
             scored_tokens=s_tokens,
             eval_sequences=len(seq_wrong),

@@ -1,4 +1,4 @@
-"""Named evaluation protocols over whole documents (paper §1.8 in shared/docs/paper.md).
+"""Named evaluation protocols over whole documents (paper §1.8 in docs/paper_numbers.md).
 
 A *document* is a 1-D token array ``SOS ... EOS`` (``repro/data/windows.py``'s convention:
 targets are ``tokens[1:]``, target t is predicted from the inputs ``tokens[:t + 1]``). A protocol
