@@ -563,7 +563,9 @@ def _main() -> None:
     try:
         rc = app(standalone_mode=False)
     except (UserError, ConfigError, DataError) as e:
-        err.print(f"[red]error:[/] {e}", highlight=False)
+        from rich.markup import escape
+
+        err.print(f"[red]error:[/] {escape(str(e))}", highlight=False)  # "[hub]" in a message is text
         sys.exit(2)
     except OSError as e:  # a filesystem error: read-only, full, not a directory, name too long
         where = f"{e.filename}: " if getattr(e, "filename", None) else ""
