@@ -312,6 +312,15 @@ def sample_run(
     settings = {**dataclasses.asdict(cfg), "checkpoint_step": step, "checkpoint": str(selector)}
     outdir = Path(workdir) / "samples" / ("" if selector == "latest" else f"step{step}")
     summary = section.write_samples(exp, prompts, result.generated, outdir, settings)
+    pngs = sorted(outdir.glob("*.png"))
+    if pngs and exp.train.tensorboard:  # image grids, piano rolls: beside the run's curves
+        from repro.train.tboard import TBLog
+
+        tb = TBLog(workdir, enabled=True)
+        try:
+            tb.images("samples", pngs, step)
+        finally:
+            tb.close()
     return summary, outdir
 
 
