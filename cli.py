@@ -2,8 +2,8 @@
 
 repro list                                    sections and presets
 repro run SECTION [--preset P] [--set k=v ...] [--workdir D] [--steps N] [--data-dir D]
-repro eval SECTION --workdir D [--protocol stride1|blocked:B] [--split S] [--max-examples N]
-repro sample SECTION --workdir D [--prompt ...] [--num N] [--temperature T --top-k K --top-p P --seed S]
+repro eval SECTION --workdir D [--checkpoint latest|best|STEP] [--protocol stride1|blocked:B] [--split S] ...
+repro sample SECTION --workdir D [--checkpoint C] [--prompt ...] [--num N] [--temperature T --top-k K ...]
 repro data prepare|verify|info|demo ...       prepared corpora (repro/data/store.py)
 repro import official --checkpoint PATH --preset P --workdir D
 repro bench [--lengths 1024,2048,4096,8192] [--d-model 256] [--batch 2] [--memory-budget-gb 12]
@@ -41,6 +41,10 @@ from repro.app import UserError  # noqa: E402 - one-line errors, exit code 2
 
 DataDir = Annotated[
     Path | None, typer.Option(help="prepared corpora live here (default: $REPRO_DATA_DIR, else ./data)")
+]
+CheckpointOpt = Annotated[
+    str,
+    typer.Option(help="latest | best (the kept checkpoint with the lowest eval loss) | STEP (a kept step)"),
 ]
 
 
@@ -234,19 +238,22 @@ def eval_(
     max_examples: Annotated[int | None, typer.Option(help="evaluate only the first N documents")] = None,
     data_dir: DataDir = None,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+    checkpoint: CheckpointOpt = "latest",
 ) -> None:
-    """Evaluate the latest checkpoint of a run directory under a named protocol; print the metrics
-    and write them to <workdir>/evals/<split>_<protocol>.json."""
+    """Evaluate a checkpoint of a run directory (default: the latest) under a named protocol; print
+    the metrics and write them to <workdir>/evals/<split>_<protocol>.json (_step<N>.json when
+    --checkpoint is best or a step)."""
     from repro import app as A
 
     sec = _section(section)
     row, path = A.evaluate_run(
         sec, workdir, protocol=protocol, split=split, max_examples=max_examples, data_dir=data_dir,
-        show_progress=progress, console=err,
+        show_progress=progress, console=err, checkpoint=checkpoint,
     )  # fmt: skip
     _print_results(sec, row)
     m = row["metrics"]
-    out.print(f"protocol {m['protocol']}: {m['eval_documents']} documents, {m['eval_tokens']:.0f} scored targets")
+    out.print(f"protocol {m['protocol']}: {m['eval_documents']} documents, {m['eval_tokens']:.0f} scored targets; "
+              f"checkpoint {row['checkpoint']} (step {row['steps']})", highlight=False)  # fmt: skip
     out.print(f"written: {path}")
 
 
@@ -266,13 +273,15 @@ def sample(
     seed: Annotated[int, typer.Option(help="sampling seed")] = 0,
     fill: Annotated[int, typer.Option(help="latents refilled at a cache reset (0 = num_latents / 2)")] = 0,
     data_dir: DataDir = None,
+    checkpoint: CheckpointOpt = "latest",
 ) -> None:
-    """Generate from the latest checkpoint with the KV cache; write <workdir>/samples/."""
+    """Generate from a checkpoint (default: the latest) with the KV cache; write <workdir>/samples/
+    (samples/step<N>/ when --checkpoint is best or a step)."""
     from repro import app as A
 
     summary, outdir = A.sample_run(
         _section(section), workdir, prompt=prompt, num=num, temperature=temperature, top_k=top_k, top_p=top_p,
-        seed=seed, fill=fill, data_dir=data_dir,
+        seed=seed, fill=fill, data_dir=data_dir, checkpoint=checkpoint,
     )  # fmt: skip
     out.print(json.dumps(summary), highlight=False)
     out.print(f"written: {outdir}")
@@ -673,7 +682,9 @@ def _main() -> None:
     try:
         rc = app(standalone_mode=False)
     except (UserError, ConfigError, DataError) as e:
-        err.print(f"[red]error:[/] {e}", highlight=False)
+        from rich.markup import escape
+
+        err.print(f"[red]error:[/] {escape(str(e))}", highlight=False)  # "[hub]" in a message is text
         sys.exit(2)
     except OSError as e:  # a filesystem error: read-only, full, not a directory, name too long
         where = f"{e.filename}: " if getattr(e, "filename", None) else ""

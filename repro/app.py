@@ -107,11 +107,37 @@ def curriculum(section: Section, exp: Experiment) -> list[Experiment]:
     return chain
 
 
-def load_run(section: Section, workdir: Path):
-    """(experiment, built run, restored params, step) of a run directory, read-only."""
+CHECKPOINTS = ("latest", "best")
+
+
+def checkpoint_selector(checkpoint: str | int) -> str | int:
+    """``latest``, ``best`` or a step number (an int, or a string of digits) of ``--checkpoint``."""
+    if isinstance(checkpoint, str):
+        c = checkpoint.strip().lower()
+        if c in CHECKPOINTS:
+            return c
+        if c.isdigit():
+            checkpoint = int(c)
+    if isinstance(checkpoint, int) and not isinstance(checkpoint, bool) and checkpoint >= 1:
+        return checkpoint
+    raise UserError(f"--checkpoint must be latest, best or a step number >= 1, got '{checkpoint}'")
+
+
+def _kept(steps) -> str:
+    return ", ".join(map(str, sorted(steps))) or "none"
+
+
+def load_run(section: Section, workdir: Path, checkpoint: str | int = "latest"):
+    """(experiment, built run, restored params, step) of a run directory, read-only.
+
+    ``checkpoint``: "latest" (the newest intact checkpoint; a damaged newest one is skipped with a
+    warning), "best" (the kept checkpoint with the lowest eval nats/token, see repro/checkpoint.py)
+    or a kept step. A selector that names no kept checkpoint, or one that is damaged, is a
+    UserError listing the kept steps."""
     from repro.checkpoint import Checkpointer
     from repro.train.loop import build
 
+    selector = checkpoint_selector(checkpoint)
     workdir = Path(workdir)
     cfg_path = workdir / "config.json"
     if not cfg_path.is_file():
@@ -124,7 +150,7 @@ def load_run(section: Section, workdir: Path):
         raise UserError(f"{workdir} holds a '{exp.section}' run, not '{section.name}'")
     if not (workdir / "checkpoints").is_dir():
         raise UserError(f"{workdir} has no checkpoint yet")
-    from repro.checkpoint import restore_verified
+    from repro.checkpoint import restore_step, restore_verified
     from repro.train.loop import config_fingerprint
 
     ckpt = Checkpointer(workdir, read_only=True)  # never writes, never deletes (a run may be training)
@@ -132,12 +158,25 @@ def load_run(section: Section, workdir: Path):
         if ckpt.latest_step() is None:
             raise UserError(f"{workdir} has no checkpoint yet")
         r = build(exp, init=False)
-        console = _stderr_console()
-        step, state, _ = restore_verified(
-            ckpt, r.abstract, config_fingerprint(exp), warn=lambda m: console.print(f"warning: {m}", highlight=False)
-        )
-        if not step:
-            raise UserError(f"{workdir}: no intact checkpoint (every one failed to restore or verify)")
+        if selector == "latest":
+            console = _stderr_console()
+            warn = lambda m: console.print(f"warning: {m}", highlight=False)  # noqa: E731
+            step, state, _ = restore_verified(ckpt, r.abstract, config_fingerprint(exp), warn=warn)
+            if not step:
+                raise UserError(f"{workdir}: no intact checkpoint (every one failed to restore or verify)")
+        else:
+            kept = ckpt.all_steps()
+            step = ckpt.best_step() if selector == "best" else selector
+            if step is None:
+                raise UserError(f"--checkpoint best: no kept checkpoint of {workdir} has an eval score "
+                                f"(kept steps: {_kept(kept)}); pass latest or a step")  # fmt: skip
+            if step not in kept:
+                raise UserError(f"--checkpoint {step}: {workdir} keeps no checkpoint at that step "
+                                f"(kept steps: {_kept(kept)})")  # fmt: skip
+            state, _, err = restore_step(ckpt, step, r.abstract, config_fingerprint(exp))
+            if state is None:
+                raise UserError(f"--checkpoint {selector}: the checkpoint at step {step} in {ckpt.dir} is damaged "
+                                f"({type(err).__name__}: {str(err)[:120]}); kept steps: {_kept(kept)}")  # fmt: skip
     except ConfigError as e:
         raise UserError(str(e)) from None
     finally:
@@ -155,9 +194,13 @@ def evaluate_run(
     data_dir: Path | None = None,
     show_progress: bool = True,
     console: Console | None = None,
+    checkpoint: str | int = "latest",
 ) -> tuple[dict[str, Any], Path]:
-    """Evaluate the latest checkpoint of ``workdir`` under ``protocol`` (default: the section's)
-    on ``split`` (default: the run's); writes ``<workdir>/evals/<split>_<protocol>.json``."""
+    """Evaluate a checkpoint of ``workdir`` (``checkpoint``: latest, best or a step, see
+    :func:`load_run`) under ``protocol`` (default: the section's) on ``split`` (default: the
+    run's); writes ``<workdir>/evals/<split>_<protocol>.json``, or ``..._step<N>.json`` for a
+    checkpoint asked by ``best`` or its step (so it never replaces the latest one's row). The row
+    records the scored step (``steps``) and the selector asked (``checkpoint``)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from repro.data.tokens import PAD_ID
@@ -170,7 +213,8 @@ def evaluate_run(
 
     if split is not None and split not in SPLITS:
         raise UserError(f"--split must be one of {', '.join(SPLITS)}, got '{split}'")
-    exp, r, params, step = load_run(section, workdir)
+    selector = checkpoint_selector(checkpoint)
+    exp, r, params, step = load_run(section, workdir, selector)
     split = split or exp.data.eval_split
     pipe = pipeline_for(section, exp, data_dir)
     bs = exp.train.batch_size
@@ -203,9 +247,11 @@ def evaluate_run(
     row = make_row(
         kind="eval", exp=exp, section=section, dataset=pipe.source.info, split=split, metrics=metrics, steps=step,
         num_params=r.num_params, baselines=section.baselines(exp, pipe.source, split),
-        extra={"max_examples": max_examples, "data_hash": pipe.source.data_hash(split, num)},
+        extra={"max_examples": max_examples, "data_hash": pipe.source.data_hash(split, num),
+               "checkpoint": str(selector)},
     )  # fmt: skip
-    path = Path(workdir) / "evals" / f"{split}_{metrics['protocol'].replace(':', '_')}.json"
+    suffix = "" if selector == "latest" else f"_step{step}"
+    path = Path(workdir) / "evals" / f"{split}_{metrics['protocol'].replace(':', '_')}{suffix}.json"
     write_row(path, row)
     return row, path
 
@@ -222,9 +268,12 @@ def sample_run(
     seed: int = 0,
     fill: int = 0,
     data_dir: Path | None = None,
+    checkpoint: str | int = "latest",
 ) -> tuple[dict[str, Any], Path]:
-    """Generate from the latest checkpoint with the KV cache and the section's sampling spec
-    (positions of generated tokens, allowed tokens per position); writes ``<workdir>/samples/``."""
+    """Generate from a checkpoint (``checkpoint``: latest, best or a step, see :func:`load_run`)
+    with the KV cache and the section's sampling spec (positions of generated tokens, allowed
+    tokens per position); writes ``<workdir>/samples/`` (``samples/step<N>/`` for a checkpoint
+    asked by ``best`` or its step)."""
     from flax import nnx
 
     from repro.sample.sampler import SampleConfig, generate
@@ -239,7 +288,8 @@ def sample_run(
         raise UserError(f"--top-p must be in (0, 1], got {top_p}")
     if not 0 <= seed < 2**32:
         raise UserError(f"--seed must be in [0, 2^32), got {seed}")
-    exp, r, params, step = load_run(section, workdir)
+    selector = checkpoint_selector(checkpoint)
+    exp, r, params, step = load_run(section, workdir, selector)
     M = exp.model.num_latents
     if not 0 <= fill < M:
         raise UserError(f"--fill must be in [0, num_latents={M}) (0 = num_latents / 2), got {fill}")
@@ -259,9 +309,18 @@ def sample_run(
                           allowed=spec.allowed)  # fmt: skip
     except ValueError as e:
         raise UserError(str(e)) from None
-    settings = {**dataclasses.asdict(cfg), "checkpoint_step": step}
-    outdir = Path(workdir) / "samples"
+    settings = {**dataclasses.asdict(cfg), "checkpoint_step": step, "checkpoint": str(selector)}
+    outdir = Path(workdir) / "samples" / ("" if selector == "latest" else f"step{step}")
     summary = section.write_samples(exp, prompts, result.generated, outdir, settings)
+    pngs = sorted(outdir.glob("*.png"))
+    if pngs and exp.train.tensorboard:  # image grids, piano rolls: beside the run's curves
+        from repro.train.tboard import TBLog
+
+        tb = TBLog(workdir, enabled=True)
+        try:
+            tb.images("samples", pngs, step)
+        finally:
+            tb.close()
     return summary, outdir
 
 

@@ -115,7 +115,7 @@ class Checkpointer:
         return self.manager.latest_step()
 
     def best_step(self) -> int | None:
-        """The kept checkpoint with the lowest eval nats/token (the latest if none has one)."""
+        """The kept checkpoint with the lowest eval nats/token (None if none has one)."""
         return self.manager.best_step()
 
     def all_steps(self) -> list[int]:
@@ -206,6 +206,34 @@ def _checksum_ok(recorded, actual) -> bool:
     return True
 
 
+def restore_step(ckpt: Checkpointer, step: int, like: Any, fingerprint: str | None):
+    """(state, meta, None) when checkpoint ``step`` restores, matches ``fingerprint`` and its
+    recorded checksum; (None, meta or None, error) when it is damaged. A checkpoint written by
+    another config is an error (ConfigError), not damage."""
+    from repro.config import ConfigError
+
+    try:
+        meta = ckpt.metadata(step)
+    except Exception as e:  # noqa: BLE001 - any failure to read is damage
+        return None, None, e
+    fp = meta.get("config_sha256")
+    if fingerprint and fp and fp != fingerprint:
+        raise ConfigError(f"the checkpoint at step {step} in {ckpt.dir} was written by a different config; "
+                          "pass another --workdir")  # fmt: skip
+    try:
+        state = ckpt.restore(step, like)
+        if _checksum_ok(meta.get("state_checksum"), state_checksum(state)):
+            return state, meta, None
+        return None, meta, ValueError("array checksums do not match the recorded ones")
+    except ValueError as e:
+        if "structure" in str(e).lower() or "shape" in str(e).lower():
+            raise ConfigError(f"the checkpoint at step {step} in {ckpt.dir} does not match this config's "
+                              "model; pass another --workdir") from None  # fmt: skip
+        return None, meta, e
+    except Exception as e:  # noqa: BLE001
+        return None, meta, e
+
+
 def restore_verified(ckpt: Checkpointer, like: Any, fingerprint: str | None, warn=None):
     """(step, state, meta) of the newest checkpoint that restores, matches ``fingerprint`` (the
     config's, ``repro.train.loop.config_fingerprint``) and its recorded checksum; (0, None, {})
@@ -214,30 +242,10 @@ def restore_verified(ckpt: Checkpointer, like: Any, fingerprint: str | None, war
     another config is an error (ConfigError), not damage."""
     import shutil
 
-    from repro.config import ConfigError
-
     for step in sorted(ckpt.all_steps(), reverse=True):
-        try:
-            meta = ckpt.metadata(step)
-        except Exception as e:  # noqa: BLE001 - any failure to read is damage
-            meta, err = None, e
-        if meta is not None:
-            fp = meta.get("config_sha256")
-            if fingerprint and fp and fp != fingerprint:
-                raise ConfigError(f"the checkpoint at step {step} in {ckpt.dir} was written by a different config; "
-                                  "pass another --workdir")  # fmt: skip
-            try:
-                state = ckpt.restore(step, like)
-                if _checksum_ok(meta.get("state_checksum"), state_checksum(state)):
-                    return step, state, meta
-                err = ValueError("array checksums do not match the recorded ones")
-            except ValueError as e:
-                if "structure" in str(e).lower() or "shape" in str(e).lower():
-                    raise ConfigError(f"the checkpoint at step {step} in {ckpt.dir} does not match this config's "
-                                      "model; pass another --workdir") from None  # fmt: skip
-                err = e
-            except Exception as e:  # noqa: BLE001
-                err = e
+        state, meta, err = restore_step(ckpt, step, like, fingerprint)
+        if state is not None:
+            return step, state, meta
         if ckpt.read_only:
             if warn:
                 warn(f"checkpoint {step} in {ckpt.dir} is damaged ({type(err).__name__}: {str(err)[:120]}); "

@@ -343,6 +343,10 @@ class TrainConfig:
     # s = i * (n_src - 1) / (n - 1), its nearest row or the linear mix of the two around s, so a
     # length curriculum's "attend to the mirror position" map carries over (up to +-1 position).
     init_positions: InitPositions = "extend"
+    # TensorBoard event files in <workdir>/tb/ (repro/train/tboard.py) when tensorboardX is
+    # installed. Not part of the run's identity: a run may resume with it changed, and a
+    # config.json written before it existed (no key) loads with the default.
+    tensorboard: bool = True
 
     @property
     def init_preset(self) -> str | None:

@@ -57,6 +57,13 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
 
 from repro.config import ConfigError
+from repro.data.formats.tfrecord import (  # noqa: F401 - crc32c / masked_crc32c: re-exported
+    crc32c,
+    example_bytes_feature,
+    find_tfds_dir,
+    masked_crc32c,
+    tfrecord_records,
+)
 from repro.data.source import ByteValues, DataError, RawDoc, RawFormat, SourceFile, Tokenizer
 from repro.data.tokens import EOS_ID, NUM_RESERVED, SOS_ID
 
@@ -243,116 +250,6 @@ def _doc(image: np.ndarray, name: str, num_bytes: int) -> RawDoc:
     return RawDoc(content=np.ascontiguousarray(image, np.uint8).reshape(-1), name=name, num_bytes=num_bytes)
 
 
-# ----------------------------------------------------------------------------------------- tfrecord
-@functools.lru_cache(maxsize=1)
-def _crc32c_table() -> tuple[int, ...]:
-    table = []
-    for n in range(256):
-        c = n
-        for _ in range(8):
-            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
-        table.append(c)
-    return tuple(table)
-
-
-def crc32c(data: bytes) -> int:
-    """CRC-32C (Castagnoli), as TFRecord framing uses; pure Python (used on 8-byte lengths)."""
-    t, c = _crc32c_table(), 0xFFFFFFFF
-    for b in data:
-        c = t[(c ^ b) & 0xFF] ^ (c >> 8)
-    return c ^ 0xFFFFFFFF
-
-
-def masked_crc32c(data: bytes) -> int:
-    """TFRecord's masked CRC: rotate right by 15 and add a constant."""
-    c = crc32c(data)
-    return ((((c >> 15) | (c << 17)) & 0xFFFFFFFF) + 0xA282EAD8) & 0xFFFFFFFF
-
-
-def tfrecord_records(path: Path) -> Iterator[bytes]:
-    """The records of a TFRecord file (uint64 length, uint32 masked CRC of the length, data,
-    uint32 masked CRC of the data), streamed. The length CRC is checked; the data CRC is not (a
-    pure-Python CRC of every 12 kB record would be slow, and the PNG inside carries its own CRCs
-    and zlib checksum, which the decoder checks)."""
-    with open(path, "rb") as f:
-        i = 0
-        while head := f.read(12):
-            if len(head) < 12:
-                raise DataError(f"{path}: truncated TFRecord file (record {i} header)")
-            (length,), len_crc = struct.unpack("<Q", head[:8]), struct.unpack("<I", head[8:])[0]
-            if masked_crc32c(head[:8]) != len_crc:
-                raise DataError(f"{path}: not a TFRecord file or corrupt (bad length CRC at record {i})")
-            data = f.read(length)
-            if len(data) < length or len(f.read(4)) < 4:
-                raise DataError(f"{path}: truncated TFRecord file (record {i})")
-            yield data
-            i += 1
-
-
-def _varint(buf: bytes, i: int) -> tuple[int, int]:
-    v = shift = 0
-    while True:
-        if i >= len(buf):
-            raise ValueError("truncated varint")
-        b = buf[i]
-        i += 1
-        v |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return v, i
-        shift += 7
-
-
-def _proto_fields(buf: bytes) -> Iterator[tuple[int, int, Any]]:
-    """(field number, wire type, value) of a serialized protobuf message; length-delimited
-    values are bytes, varints ints; fixed 32/64-bit values are returned as bytes."""
-    i = 0
-    while i < len(buf):
-        key, i = _varint(buf, i)
-        field, wire = key >> 3, key & 7
-        if wire == 0:
-            v, i = _varint(buf, i)
-        elif wire == 1:
-            v, i = buf[i : i + 8], i + 8
-        elif wire == 2:
-            n, i = _varint(buf, i)
-            if i + n > len(buf):
-                raise ValueError("truncated field")
-            v, i = buf[i : i + n], i + n
-        elif wire == 5:
-            v, i = buf[i : i + 4], i + 4
-        else:
-            raise ValueError(f"unsupported wire type {wire}")
-        yield field, wire, v
-
-
-def example_bytes_feature(example: bytes, key: str) -> list[bytes]:
-    """The bytes_list values of feature ``key`` of a serialized tf.train.Example ([] if absent).
-
-    Example{features=1: Features{feature=1: map<string, Feature>}}; Feature{bytes_list=1:
-    BytesList{value=1: repeated bytes}}."""
-    k = key.encode()
-    for f1, w1, features in _proto_fields(example):
-        if f1 != 1 or w1 != 2:
-            continue
-        for f2, w2, entry in _proto_fields(features):
-            if f2 != 1 or w2 != 2:
-                continue
-            name, feature = None, None
-            for f3, w3, v in _proto_fields(entry):
-                if w3 == 2 and f3 == 1:
-                    name = v
-                elif w3 == 2 and f3 == 2:
-                    feature = v
-            if name != k or feature is None:
-                continue
-            out = []
-            for f4, w4, blist in _proto_fields(feature):
-                if f4 == 1 and w4 == 2:
-                    out += [v for f5, w5, v in _proto_fields(blist) if f5 == 1 and w5 == 2]
-            return out
-    return []
-
-
 # ----------------------------------------------------------------------------------------- npz
 def _npz_rows(path: Path) -> Iterator[np.ndarray]:
     """Rows of ``data`` (N, 12288) uint8 in an npz, streamed from the zip member in chunks."""
@@ -475,12 +372,7 @@ class ImageNet64Format(RawFormat):
     def _tfds_dir(source: Path) -> Path | None:
         """The folder holding the TFDS shards: ``source`` or up to three levels below it
         (``downsampled_imagenet/64x64/<version>/``); the last in sorted order if several."""
-        pattern = f"{TFDS_PREFIX}train.tfrecord-*"
-        for depth in range(4):
-            hits = sorted({p.parent for p in source.glob("/".join(["*"] * depth + [pattern]))})
-            if hits:
-                return hits[-1]
-        return None
+        return find_tfds_dir(source, f"{TFDS_PREFIX}train.tfrecord-*")
 
     def _scan_tfds(self, source: Path) -> dict[str, list[SourceFile]]:
         d = self._tfds_dir(source)

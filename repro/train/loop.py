@@ -57,9 +57,10 @@ from repro.parallel import (
 from repro.results import make_row, read_row, write_row
 from repro.runinfo import git_sha, write_json_atomic
 from repro.train.errors import TrainingDiverged, TrainingInterrupted
-from repro.train.optim import make_optimizer
+from repro.train.optim import learning_rate_schedule, make_optimizer
 from repro.train.runlog import RunLog, read_metrics
 from repro.train.step import make_steps
+from repro.train.tboard import TBLog
 
 __all__ = ["Run", "TrainingDiverged", "TrainingInterrupted", "build", "train"]
 
@@ -139,9 +140,12 @@ def _parts(exp: C.Experiment, mesh) -> dict[str, Any]:
     }
 
 
-# Config sections that may differ between a run and its resumption: the step budget, and the
-# mesh (Orbax restores into the new shardings, e.g. a run moved to a different pod size).
-_RESUMABLE_CHANGES = {"train": ("steps",), "mesh": None}
+# Config sections that may differ between a run and its resumption: the step budget, the
+# mesh (Orbax restores into the new shardings, e.g. a run moved to a different pod size), and
+# whether TensorBoard files are written (dropped from the comparison and the fingerprint, so a
+# run directory whose config.json predates train.tensorboard resumes, and its checkpoints'
+# fingerprints are unchanged).
+_RESUMABLE_CHANGES = {"train": ("steps", "tensorboard"), "mesh": None}
 
 
 def _comparable(d: dict) -> dict:
@@ -411,6 +415,8 @@ def _train(exp, section, dataset: Pipeline, workdir: Path, run: Run, ckpt: Check
     if history and is_main:
         runlog.resume(start)  # rows the interrupted session logged after `start` are superseded
     history = [r for r in history if r.get("step", 0) <= start]
+    tb = TBLog(workdir, enabled=is_main and t.tensorboard, resume_step=start)
+    lr_at = learning_rate_schedule(exp.optim)
 
     data_sh = batch_sharding(run.mesh)
     block, blocks = process_batch_block(data_sh, t.batch_size)
@@ -507,12 +513,16 @@ def _train(exp, section, dataset: Pipeline, workdir: Path, run: Run, ckpt: Check
                     last_log_step = step
                     elapsed = time.perf_counter() - t0
                     log({"step": step, **m, "time": elapsed})
+                    tb.scalars("train", {"loss": m["loss"], "lr": float(lr_at(step - 1)), "grad_norm": m["grad_norm"],
+                                         "tokens_per_second": tokens_seen / elapsed, "accuracy": m["accuracy"]},
+                               step)  # fmt: skip
                     progress.update(task, info=f"loss {m['loss']:.4f}  {tokens_seen / elapsed:,.0f} tok/s")
                 eval_now = None
                 if is_eval:
                     check_finite(step)
                     last_eval = eval_now = run_eval()
                     log({"step": step, **{f"eval/{k}": v for k, v in last_eval.items()}})
+                    tb.scalars(f"eval/{last_eval.get('protocol') or protocol}", last_eval, step)
                     value = headline.format(last_eval.get(headline.key))
                     progress.console.print(
                         f"step {step:>6}: eval nats/token {last_eval['nats_per_token']:.4f}  {headline.label} {value}",
@@ -536,6 +546,7 @@ def _train(exp, section, dataset: Pipeline, workdir: Path, run: Run, ckpt: Check
                 if stopped_early:
                     break
     finally:
+        tb.close()
         if prefetcher:
             prefetcher.close()
     if last_eval is None:  # resumed at (or past) the end: evaluate the restored parameters

@@ -1,0 +1,1 @@
+"""Readers of file formats several sections' raw layouts share (TFRecord, parquet, staging)."""
