@@ -151,7 +151,7 @@ _add(Study(
                            what="Perceiver AR at 2048 vs a Transformer at the same context, same FLOPs"),
             ),
             protocol="blocked:128", max_examples=1,
-            flops_budget="PerceiverAR-N2048",
+            flops_budget="PerceiverAR-N2048", curve_points=4,
             note="One seed (the FLOPs-matched Transformer at 2048 is the costliest run); the budget is 1,000 "
             "Perceiver AR steps.",
         ),  # fmt: skip
@@ -166,7 +166,7 @@ _add(Study(
             ),
             comparisons=(Comparison("PerceiverAR", "Transformer-N8", expected=-1),
                          Comparison("PerceiverAR", "Transformer-N32", expected=-1)),
-            protocol="blocked:8", max_examples=1, flops_budget="PerceiverAR",
+            protocol="blocked:8", max_examples=1, flops_budget="PerceiverAR", curve_points=2,
         ),  # fmt: skip
     },
     log_x=False,

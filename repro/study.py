@@ -78,6 +78,7 @@ class Design:
     split: str = "validation"
     max_examples: int | None = None  # documents scored (None = the split, or eval_examples when synthetic)
     flops_budget: str = ""  # the point whose training FLOPs every match_flops point gets (equal compute)
+    curve_points: int = 0  # > 0: every run keeps this many checkpoints along its way, each evaluated (curves)
     note: str = ""  # what the design cannot show at this scale (printed with the study)
 
 
@@ -185,6 +186,10 @@ def plan(study: Study, scale: str, root: Path) -> list[PointRun]:
                 if exp.optim.schedule == "cosine":
                     more.append(f"optim.decay_steps={steps}")
                 exp = apply_overrides(exp, more)
+            if design.curve_points:  # evenly spaced checkpoints over each run's own length, all kept
+                every = max(1, exp.train.steps // design.curve_points)
+                exp = apply_overrides(exp, [f"train.checkpoint_every={every}",
+                                            f"train.keep_checkpoints={design.curve_points + 1}"])  # fmt: skip
             if exp.scale == "custom" and base.scale != "paper":
                 exp = dataclasses.replace(exp, scale=base.scale)
             fp = config_fingerprint(exp) + f"/{exp.train.steps}"
@@ -243,8 +248,8 @@ def _step_seconds(workdir: Path) -> float | None:
     return statistics.median(deltas) if deltas else None
 
 
-def _cached_eval(workdir: Path, split: str, protocol: str, step: int, metric: str) -> dict | None:
-    path = workdir / "evals" / f"{split}_{protocol.replace(':', '_')}.json"
+def _cached_eval(workdir: Path, split: str, protocol: str, step: int, metric: str, latest=True) -> dict | None:
+    path = workdir / "evals" / (f"{split}_{protocol.replace(':', '_')}" + ("" if latest else f"_step{step}") + ".json")
     if not path.is_file():
         return None
     try:
@@ -258,13 +263,44 @@ def _cached_eval(workdir: Path, split: str, protocol: str, step: int, metric: st
     return row if same and m.get(metric) is not None and m.get(f"{metric}_stderr") is not None else None
 
 
-def _latest_step(workdir: Path) -> int | None:
-    from repro.results import read_row
+def _train_seconds(workdir: Path) -> dict[int, float]:
+    """Training seconds at each logged step (the run's ``time`` column)."""
+    out = {}
+    path = workdir / "metrics.jsonl"
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if "time" in r and "step" in r:
+            out[r["step"]] = r["time"]
+    return out
 
+
+def _curve(study: Study, design: Design, r: PointRun, final: dict, evaluate) -> list[dict]:
+    """The run's kept checkpoints, each evaluated under the design's protocol: the metric vs
+    training FLOPs and training seconds along the way (the final checkpoint is the point itself)."""
+    from repro.checkpoint import Checkpointer
+
+    ckpt = Checkpointer(r.workdir, read_only=True)
     try:
-        return read_row(workdir / "results.json")["steps"]
-    except (OSError, ValueError, KeyError):
-        return None
+        steps = sorted(ckpt.all_steps())
+    finally:
+        ckpt.close()
+    seconds = _train_seconds(r.workdir)
+    per_step = r.train_flops / r.exp.train.steps
+    curve = []
+    for step in steps:
+        if step == final["steps"]:
+            ev = final
+        else:
+            ev = _cached_eval(r.workdir, design.split, r.protocol, step, study.metric, latest=False)
+            ev = ev or evaluate(r, step)
+        m = ev["metrics"]
+        near = min(seconds, key=lambda s: abs(s - step)) if seconds else None
+        curve.append({"step": step, "train_flops": per_step * step, "train_seconds": seconds.get(near),
+                      "value": m.get(study.metric), "stderr": m.get(f"{study.metric}_stderr")})  # fmt: skip
+    return curve
 
 
 def run_study(
@@ -293,15 +329,17 @@ def run_study(
             f"({i + 1}/{len(runs)}) in {r.workdir}")  # fmt: skip
         trained[r.workdir] = A.run(section, r.exp, r.workdir, data_dir=data_dir, console=console,
                                    show_progress=show_progress)  # fmt: skip
+
+    def evaluate(r: PointRun, step: int | str = "latest") -> dict:
+        log(f"study {study.name}: evaluating {r.point.name} seed {r.seed} at step {step} under {r.protocol}")
+        return A.evaluate_run(section, r.workdir, protocol=r.protocol, split=design.split,
+                              max_examples=design.max_examples, data_dir=data_dir, show_progress=show_progress,
+                              console=console, checkpoint=step)[0]  # fmt: skip
+
     points: list[dict] = []
     for r in runs:
         row = trained[r.workdir]
-        ev = _cached_eval(r.workdir, design.split, r.protocol, row["steps"], study.metric)
-        if ev is None:
-            log(f"study {study.name}: evaluating {r.point.name} seed {r.seed} under {r.protocol}")
-            ev, _ = A.evaluate_run(section, r.workdir, protocol=r.protocol, split=design.split,
-                                   max_examples=design.max_examples, data_dir=data_dir,
-                                   show_progress=show_progress, console=console)  # fmt: skip
+        ev = _cached_eval(r.workdir, design.split, r.protocol, row["steps"], study.metric) or evaluate(r)
         m = ev["metrics"]
         points.append({
             "point": r.point.name, "x": r.point.x, "series": r.point.series, "seed": r.seed,
@@ -317,6 +355,7 @@ def run_study(
             "dataset": ev["dataset"], "data_hash": ev.get("data_hash"), "git_sha": row.get("git_sha"),
             "eval_git_sha": ev.get("git_sha"), "device": ev.get("device", {}).get("kind"),
             "curriculum": row.get("curriculum_steps"), "config": row.get("config"),
+            "curve": _curve(study, design, r, ev, evaluate) if design.curve_points else None,
         })  # fmt: skip
     doc = summarise(study, scale, design, points)
     doc["documents"] = _document_lengths(section, runs[0].exp, design, data_dir)
@@ -461,7 +500,8 @@ def plot_study(doc: dict[str, Any], path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     pts = doc["points"]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    curves = [r for r in doc.get("runs", []) if r.get("curve")]
+    fig, axes = plt.subplots(1, 4 if curves else 2, figsize=(18 if curves else 10, 3.8))
     series = list(dict.fromkeys(p["series"] for p in pts))
     for s in series:
         ps = [p for p in pts if p["series"] == s and p["mean"] is not None]
@@ -471,8 +511,19 @@ def plot_study(doc: dict[str, Any], path: Path) -> Path:
         right = [(p["x"], p["step_seconds"]) for p in ps if p["step_seconds"]]
         if right:
             axes[1].plot(*zip(*right, strict=True), marker="o", label=s)
+    for r in curves:  # the metric along the way: vs training FLOPs and vs training seconds
+        c = [p for p in r["curve"] if p["value"] is not None]
+        lab = f"{r['series']} (seed {r['seed']})"
+        axes[2].plot([p["train_flops"] for p in c], [p["value"] for p in c], marker="o", label=lab)
+        w = [p for p in c if p["train_seconds"] is not None]
+        axes[3].plot([p["train_seconds"] for p in w], [p["value"] for p in w], marker="o", label=lab)
+    for ax, what in zip(axes[2:], ("training FLOPs", "training seconds"), strict=False):
+        ax.set_xlabel(what)
+        ax.set_ylabel(doc["metric_label"])
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
     xs = sorted({p["x"] for p in pts})
-    for ax in axes:
+    for ax in axes[:2]:
         ax.set_xlabel(doc["axis"])
         if doc.get("log_x"):
             ax.set_xscale("log", base=2)
