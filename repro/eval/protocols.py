@@ -48,15 +48,31 @@ from repro.data.windows import cut_windows
 
 @dataclass(frozen=True)
 class Protocol:
-    name: str  # what goes into every result row, e.g. "stride1", "blocked:128"
-    block: int  # targets scored per window
+    name: str  # what goes into every result row, e.g. "stride1", "blocked:128", "cached:64"
+    block: int  # targets scored per window (0 for cached:F, which runs no windows)
+    fill: int = 0  # cached:F: latents every prefill / reset of the sampler's cache refills (0 = windows)
+
+    @property
+    def cached(self) -> bool:
+        return self.fill > 0
 
 
 def parse_protocol(name: str, num_latents: int) -> Protocol:
-    """``stride1`` or ``blocked:B`` (``blocked:M`` is also accepted and resolved to the number)."""
+    """``stride1``, ``blocked:B`` (``blocked:M`` is also accepted and resolved to the number) or
+    ``cached:F`` (``cached`` and ``cached:0`` resolve to the sampler's default fill M // 2)."""
     name = name.strip()
     if name == "stride1":
         return Protocol("stride1", 1)
+    if name == "cached" or name.startswith("cached:"):
+        raw = name.split(":", 1)[1] if ":" in name else "0"
+        try:
+            F = int(raw)
+        except ValueError:
+            raise ValueError(f"protocol '{name}': the reset fill F must be an integer") from None
+        F = F or num_latents // 2
+        if not 1 <= F < num_latents:
+            raise ValueError(f"protocol '{name}': the reset fill must be in [1, num_latents={num_latents})")
+        return Protocol(f"cached:{F}", 0, fill=F)
     if name.startswith("blocked:"):
         raw = name.split(":", 1)[1]
         if raw == "M":
@@ -68,7 +84,10 @@ def parse_protocol(name: str, num_latents: int) -> Protocol:
         if not 1 <= B <= num_latents:
             raise ValueError(f"protocol '{name}': block size must be in [1, num_latents={num_latents}]")
         return Protocol(f"blocked:{B}", B)
-    raise ValueError(f"unknown evaluation protocol '{name}' (stride1, or blocked:B with B <= {num_latents})")
+    raise ValueError(
+        f"unknown evaluation protocol '{name}' (stride1, blocked:B with B <= {num_latents}, or cached:F with F < "
+        f"{num_latents})"
+    )
 
 
 @dataclass
@@ -168,6 +187,8 @@ class EvalBatches:
         bits_per_dim: bool = False,
         share_head: bool = False,
     ):
+        if protocol.cached:
+            raise ValueError(f"protocol {protocol.name} decodes through the sampler's cache: repro/eval/cached.py")
         if protocol.block > M:
             raise ValueError(f"protocol {protocol.name}: block > num_latents={M}")
         if max_examples is not None and max_examples < 1:
