@@ -16,6 +16,15 @@ says which windows are run and which of their latents are scored:
               ``stride1`` exactly when every document has at most M inputs (all latents of a
               document are then visible to every target in both protocols) and differs, by
               design, otherwise.
+``cached:F``  scored through the sampler's KV-cached decoding (``repro/eval/cached.py``), the
+              loop ``repro sample`` runs: each document is teacher-forced one token per step,
+              prefilled with F latents and reset (a full forward refilling F latents) whenever
+              the latent cache holds M, so target s after the prompt sees F + s mod (M - F + 1)
+              latents (1 <= F < M; ``cached`` / ``cached:0`` = the sampler's default M // 2).
+              It equals ``stride1`` on documents of at most M - F + 1 targets and M inputs (no
+              reset yet) and measures what the reset fill costs beyond that (issue 23's study).
+              No windows: models whose cache is unsupported (implicit absolute positions) are
+              refused, since their sampler recomputes every step (= ``stride1``).
 
 ``stride1``'s shared head (``share_head``, exact): a document's first targets t < M all see the
 whole document before them and every latent from its first one, in their own stride1 windows

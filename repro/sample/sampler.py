@@ -21,6 +21,9 @@ temperature-scaled distribution, as Hugging Face; the official code applies top-
 Sampling keys are ``fold_in(key(seed), step)``. A sequence stops at EOS (``stop_at_eos``): its
 later tokens are PAD, and the loop ends when every sequence has stopped.
 
+Teacher forcing (``forced=``) feeds given tokens instead of sampled ones; with ``score=True`` the
+loop records each forced token's NLL (the ``cached:F`` evaluation protocol, ``repro/eval/cached.py``).
+
 Prompts are 1-D token arrays (normally starting with SOS) of any length >= 1, left-padded with
 PAD to a common length; generated tokens are written after each prompt.
 """
