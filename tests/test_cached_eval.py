@@ -31,7 +31,7 @@ FAST_COMPILE = {"xla_backend_optimization_level": 0}
 
 def tiny(position_encoding="rotary", from_data=False, seed=0) -> PerceiverAR:
     cfg = ModelConfig(
-        vocab_size=V, max_context=L, num_latents=M, d_model=16, num_layers=2, cross_heads=2, self_heads=2,
+        vocab_size=V, max_context=L, num_latents=M, d_model=16, num_layers=1, cross_heads=2, self_heads=2,
         dropout=0.0, final_init_zeros=False, position_encoding=position_encoding, positions_from_data=from_data,
         position_table_sizes=(128,) if from_data else (),
     )  # fmt: skip
@@ -60,13 +60,42 @@ def cached_per_target(model, docs, fill, batch_size=3):
     graphdef, state = nnx.split(model)
     batches, step = cached.setup(model.cfg, graphdef, docs, f"cached:{fill}", batch_size,
                                  compiler_options=FAST_COMPILE)  # fmt: skip
+    outputs, raws = [], []
+
+    def recording(params, batch):  # evaluate() pads each batch to batch_size rows, then calls this
+        outputs.append(step(params, batch))
+        return outputs[-1]
+
+    metrics = evaluate(recording, state, batches, batch_size, info=batches.info, on_batch=raws.append)
     out = {}
-    for b in batches:
-        nll, correct, mask = step(state, b)
+    for (nll, correct, mask), b in zip(outputs, raws, strict=True):
         for r, i in enumerate(b["seq_id"].tolist()):
             for t in np.flatnonzero(mask[r]).tolist():
                 out[(i, t)] = (float(nll[r, t]), float(correct[r, t]))
-    return out, evaluate(step, state, batches, batch_size, info=batches.info)
+    return out, metrics
+
+
+_JITTED: dict = {}
+
+
+def _jitted(model, kind, latents=()):
+    """One jitted program per (model, kind): ``full`` = last-position logits with each number of
+    ``latents``, ``stride1`` = a windowed eval step (nll, correct, mask)."""
+    if (id(model), kind, latents) not in _JITTED:
+        graphdef = nnx.graphdef(model)
+        pfd = model.cfg.positions_from_data
+
+        def full(state, w, p):
+            m = nnx.merge(graphdef, state)
+            return jnp.stack([m(w, p if pfd else None, num_latents=n)[:, -1] for n in latents])
+
+        def stride1(state, batch):
+            logits = nnx.merge(graphdef, state)(batch["inputs"], batch["positions"] if pfd else None)
+            return token_losses(logits, batch["targets"], z_loss=0.0, label_smoothing=0.0)[1:]
+
+        fn = {"full": full, "stride1": stride1}[kind]
+        _JITTED[(id(model), kind, latents)] = (model, jax.jit(fn, compiler_options=FAST_COMPILE))  # model kept alive
+    return _JITTED[(id(model), kind, latents)][1]
 
 
 def full_forward_nll(model, docs, latents_of):
@@ -84,31 +113,15 @@ def full_forward_nll(model, docs, latents_of):
             keys.append((i, t))
             wins.append(w)
             poss.append(p)
-    graphdef, state = nnx.split(model)
-    pfd = model.cfg.positions_from_data
-
-    def f(state, w, p):
-        m = nnx.merge(graphdef, state)
-        return jnp.stack([m(w, p if pfd else None, num_latents=n)[:, -1] for n in range(1, M + 1)])
-
-    logits = np.asarray(jax.jit(f, compiler_options=FAST_COMPILE)(state, np.stack(wins), np.stack(poss)))
-    logp = np.asarray(jax.nn.log_softmax(jnp.asarray(logits), axis=-1))  # [M, S, V]
-    out = {}
-    for s, (i, t) in enumerate(keys):
-        out[(i, t)] = -float(logp[latents_of(i, t) - 1, s, docs[i].tokens[t + 1]])
-    return out
+    ns = tuple(sorted({latents_of(i, t) for i, t in keys}))  # one program with the latent counts needed
+    logits = np.asarray(_jitted(model, "full", ns)(nnx.state(model), np.stack(wins), np.stack(poss)))
+    logp = np.asarray(jax.nn.log_softmax(jnp.asarray(logits), axis=-1))  # [len(ns), S, V]
+    return {(i, t): -float(logp[ns.index(latents_of(i, t)), s, docs[i].tokens[t + 1]]) for s, (i, t) in enumerate(keys)}
 
 
 def stride1_per_target(model, docs):
     """Per-target NLLs of ``stride1`` (its own windows, repro/eval/protocols.py), in target order."""
-    graphdef, state = nnx.split(model)
-    pfd = model.cfg.positions_from_data
-
-    def step(state, batch):
-        logits = nnx.merge(graphdef, state)(batch["inputs"], batch["positions"] if pfd else None)
-        return token_losses(logits, batch["targets"], z_loss=0.0, label_smoothing=0.0)[1:]
-
-    jitted = jax.jit(step, compiler_options=FAST_COMPILE)
+    state, jitted = nnx.state(model), _jitted(model, "stride1")
     batches = EvalBatches(docs, parse_protocol("stride1", M), L, M, 8)
     out = []
     for b in batches:
@@ -141,6 +154,31 @@ def test_parse_cached_protocol():
     assert cached.is_cached("cached:4") and cached.is_cached("cached") and not cached.is_cached("blocked:4")
     with pytest.raises(ValueError, match="sampler"):  # the windowed batches never run it silently as stride1
         EvalBatches([doc(6, 0)], parse_protocol("cached:2", M), L, M, 4)
+
+
+def test_cached_batches_layout():
+    """Documents in batches of batch_size (whole documents, right-padded), only evaluated targets
+    as targets, documents without one skipped, max_examples, and the split's description."""
+    ev = np.zeros(4, bool)
+    ev[2:] = True
+    docs = [doc(4, 0), doc(5, 1, evaluated=ev), doc(3, 2, evaluated=np.zeros(2, bool)), doc(6, 3), doc(2, 4)]
+    docs[3].score_mask = np.arange(5) % 2 == 0
+    docs[0].num_words = 3.0
+    b = cached.CachedBatches(docs, parse_protocol("cached:3", M), 2, max_examples=4, bits_per_dim=True)
+    assert b.info == {"protocol": "cached:3", "documents": 4, "windows": 3, "targets": 3 + 2 + 0 + 5,
+                      "num_words": None, "bits_per_dim": True}  # fmt: skip
+    batches = list(b)
+    assert len(batches) == len(b) == 2
+    assert [x["seq_id"].tolist() for x in batches] == [[0, 1], [3]]
+    first, second = batches
+    assert (
+        first["inputs"].shape == (2, 5) and first["targets"].shape == (2, 4) and first["positions"].shape == (2, 5, 1)
+    )
+    np.testing.assert_array_equal(first["inputs"][0], [*docs[0].tokens, PAD_ID])
+    np.testing.assert_array_equal(first["targets"][1], np.where(ev, docs[1].tokens[1:], PAD_ID))
+    np.testing.assert_array_equal(first["positions"][0, :, 0], [1, 2, 3, 4, 0])  # 1-based offsets, PAD: 0
+    np.testing.assert_array_equal(second["score_mask"][0], docs[3].score_mask)
+    assert not first["score_mask"].any()
 
 
 # ----------------------------------------------------------------------------- the sampler's scoring mode
@@ -178,33 +216,38 @@ def test_no_reset_equals_stride1(model):
     F = 2
     evaluated = np.ones(6, bool)
     evaluated[[0, 5]] = False  # first evaluated target 1 (prompt SOS + 1 token <= F), EOS not evaluated
-    docs = [doc(n, n, from_data=pfd) for n in (2, 4, 8, 5)] + [doc(7, 9, evaluated=evaluated, from_data=pfd)]
-    assert max(len(d.tokens) - 1 for d in docs) == M - F + 1
-    got, metrics = cached_per_target(model, docs, F)
-    want, smetrics = stride1_per_target(model, docs)
+    r = M - F + 1  # the first reset's step
+    docs = [doc(n, n, from_data=pfd) for n in (2, 4, r + 1, 5)] + [doc(7, 9, evaluated=evaluated, from_data=pfd)]
+    assert max(len(d.tokens) - 1 for d in docs) == r
+    # One batch (one compiled loop): the documents above, and one with a target more, whose step
+    # r is a reset to F latents on its r + 1 inputs.
+    long = doc(r + 2, 3, from_data=pfd)
+    got, _ = cached_per_target(model, [*docs, long], F, batch_size=6)
+    want, _ = stride1_per_target(model, [*docs, long])
     keys = sorted(got)
-    assert len(keys) == len(want) == 1 + 3 + 7 + 4 + 4
-    np.testing.assert_allclose([got[k][0] for k in keys], want, atol=ATOL)
+    assert len(keys) == len(want) == 1 + 3 + r + 4 + 4 + (r + 1)
+    last = keys.index((len(docs), r))
+    np.testing.assert_allclose([got[k][0] for k in keys if k != keys[last]], np.delete(want, last), atol=ATOL)
+    # That target alone differs from stride1, and equals a full forward with F latents.
+    ref = full_forward_nll(model, [long], lambda i, t: F)
+    assert (
+        got[(len(docs), r)][0] == pytest.approx(ref[(0, r)], abs=ATOL) and abs(got[keys[last]][0] - want[last]) > 1e-3
+    )
+    # Without it, the same metrics as stride1's (evaluate() over the cached step's per-target losses).
+    _, metrics = cached_per_target(model, docs, F, batch_size=6)
+    _, smetrics = stride1_per_target(model, docs)
     for k in ("eval_tokens", "eval_documents"):
         assert metrics[k] == smetrics[k], k
     for k in ("nats_per_token", "total_nll_nats", "token_accuracy"):
         assert metrics[k] == pytest.approx(smetrics[k], abs=1e-4), k
     assert metrics["protocol"] == "cached:2" and smetrics["protocol"] == "stride1"
-    # One target more: step M - F + 1 is a reset (F latents on its M - F + 2 inputs): it alone differs.
-    r = M - F + 1
-    long = [doc(r + 2, 3, from_data=pfd)]
-    got, _ = cached_per_target(model, long, F)
-    want, _ = stride1_per_target(model, long)
-    ref = full_forward_nll(model, long, lambda i, t: F)
-    np.testing.assert_allclose([got[(0, t)][0] for t in range(r)], want[:r], atol=ATOL)
-    assert got[(0, r)][0] == pytest.approx(ref[(0, r)], abs=ATOL) and abs(got[(0, r)][0] - want[r]) > 1e-3
 
 
 def test_across_resets_equals_full_forwards(model):
     """Across resets every target equals a full forward over its inputs with as many latents as
     the cache holds (fill at the prefill and after each reset, one more per decoded token) while
-    the document fits in L inputs; past L, at the reset steps (which recompute everything). One
-    batch mixes lengths, a prompt (evaluated second half, as the copy task) and a padding row."""
+    the document fits in L inputs; past L, at the reset steps (which recompute everything). The
+    batch mixes lengths and a prompt (an evaluated second half, as the copy task's)."""
     pfd = model.cfg.positions_from_data
     F = 3
     half = np.zeros(21, bool)
@@ -212,7 +255,7 @@ def test_across_resets_equals_full_forwards(model):
     docs = [doc(L + 1, 1, from_data=pfd), doc(15, 2, from_data=pfd), doc(22, 3, evaluated=half, from_data=pfd),
             doc(40, 4, from_data=pfd), doc(9, 5, from_data=pfd)]  # fmt: skip
     first = {i: (0 if d.evaluated is None else int(np.flatnonzero(d.evaluated)[0])) for i, d in enumerate(docs)}
-    got, metrics = cached_per_target(model, docs, F, batch_size=3)
+    got, metrics = cached_per_target(model, docs, F, batch_size=6)  # one batch, and one padding row
     ref = full_forward_nll(model, docs, lambda i, t: latents(t - first[i], F))
     checked = resets = 0
     for (i, t), (nll, _) in sorted(got.items()):
