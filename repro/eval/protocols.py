@@ -21,8 +21,10 @@ says which windows are run and which of their latents are scored:
               prefilled with F latents and reset (a full forward refilling F latents) whenever
               the latent cache holds M, so target s after the prompt sees F + s mod (M - F + 1)
               latents (1 <= F < M; ``cached`` / ``cached:0`` = the sampler's default M // 2).
-              It equals ``stride1`` on documents of at most M - F + 1 targets and M inputs (no
-              reset yet) and measures what the reset fill costs beyond that (issue 23's study).
+              The prompt is the document up to its first evaluated target (SOS where all are).
+              It equals ``stride1`` on documents of at most M - F + 1 targets and M inputs whose
+              prompt has at most F tokens (no reset yet, a latent on every input) and measures
+              what the reset fill costs beyond that (issue 23's study).
               No windows: models whose cache is unsupported (implicit absolute positions) are
               refused, since their sampler recomputes every step (= ``stride1``).
 

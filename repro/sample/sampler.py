@@ -118,7 +118,7 @@ class Generated:
 
     sequences: list[np.ndarray]  # prompt + generated tokens (up to and including EOS)
     generated: list[np.ndarray]  # the generated tokens only
-    stopped: np.ndarray  # [B] bool: ended with EOS
+    stopped: np.ndarray  # [B] bool: ended with EOS (or, with score=True, a forced PAD)
     logits: np.ndarray | None = None  # [B, num_new, V] raw logits of every step (return_logits)
     target_nll: np.ndarray | None = None  # [B, num_new] -log p(forced token) of every step (score)
     target_correct: np.ndarray | None = None  # [B, num_new] the raw logits' argmax is the forced token (score)
