@@ -2,7 +2,7 @@
 
 repro list                                    sections and presets
 repro run SECTION [--preset P] [--set k=v ...] [--workdir D] [--steps N] [--data-dir D]
-repro eval SECTION --workdir D [--checkpoint latest|best|STEP] [--protocol stride1|blocked:B] [--split S] ...
+repro eval SECTION --workdir D [--checkpoint latest|best|STEP] [--protocol stride1|blocked:B|cached:F] [--split S] ...
 repro sample SECTION --workdir D [--checkpoint C] [--prompt ...] [--num N] [--temperature T --top-k K ...]
 repro data prepare|verify|info|demo ...       prepared corpora (repro/data/store.py)
 repro import official --checkpoint PATH --preset P --workdir D
@@ -232,7 +232,10 @@ def eval_(
     workdir: Annotated[Path, typer.Option(help="a run directory written by `repro run`")],
     protocol: Annotated[
         str | None,
-        typer.Option(help="stride1 | blocked:B (B <= num_latents); default: the section's (copy: blocked:M)"),
+        typer.Option(
+            help="stride1 | blocked:B (B <= num_latents) | cached:F (through the sampler's KV cache, "
+            "reset fill F < num_latents); default: the section's (copy: blocked:M)"
+        ),
     ] = None,
     split: Annotated[str | None, typer.Option(help="validation | test (default: the run's data.eval_split)")] = None,
     max_examples: Annotated[int | None, typer.Option(help="evaluate only the first N documents")] = None,

@@ -204,6 +204,7 @@ def evaluate_run(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from repro.data.tokens import PAD_ID
+    from repro.eval import cached
     from repro.eval.evaluate import evaluate
 
     console = console or _stderr_console()
@@ -220,10 +221,17 @@ def evaluate_run(
     bs = exp.train.batch_size
     protocol = protocol or section.default_protocol(exp)
     num = exp.data.eval_examples if pipe.source.synthetic else 0
+    eval_step = r.steps.eval
     try:
-        batches = pipe.eval_batches(
-            split, num, bs, protocol, max_examples=max_examples, bits_per_dim=section.bits_per_dim(exp)
-        )
+        if cached.is_cached(protocol):  # scored through the sampler's KV cache (repro/eval/cached.py)
+            batches, eval_step = cached.setup(
+                exp.model, r.graphdef, pipe.source.eval_documents(split, num), protocol, bs,
+                max_examples=max_examples, bits_per_dim=section.bits_per_dim(exp),
+            )  # fmt: skip
+        else:
+            batches = pipe.eval_batches(
+                split, num, bs, protocol, max_examples=max_examples, bits_per_dim=section.bits_per_dim(exp)
+            )
     except (ValueError, DataError) as e:
         raise UserError(str(e)) from None
     progress = Progress(
@@ -243,7 +251,7 @@ def evaluate_run(
 
     with progress:
         task = progress.add_task("eval", total=info["windows"], info="")
-        metrics = evaluate(r.steps.eval, params, batches, bs, on_batch=advance)
+        metrics = evaluate(eval_step, params, batches, bs, info=batches.info, on_batch=advance)
     row = make_row(
         kind="eval", exp=exp, section=section, dataset=pipe.source.info, split=split, metrics=metrics, steps=step,
         num_params=r.num_params, baselines=section.baselines(exp, pipe.source, split),

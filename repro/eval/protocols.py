@@ -16,6 +16,17 @@ says which windows are run and which of their latents are scored:
               ``stride1`` exactly when every document has at most M inputs (all latents of a
               document are then visible to every target in both protocols) and differs, by
               design, otherwise.
+``cached:F``  scored through the sampler's KV-cached decoding (``repro/eval/cached.py``), the
+              loop ``repro sample`` runs: each document is teacher-forced one token per step,
+              prefilled with F latents and reset (a full forward refilling F latents) whenever
+              the latent cache holds M, so target s after the prompt sees F + s mod (M - F + 1)
+              latents (1 <= F < M; ``cached`` / ``cached:0`` = the sampler's default M // 2).
+              The prompt is the document up to its first evaluated target (SOS where all are).
+              It equals ``stride1`` on documents of at most M - F + 1 targets and M inputs whose
+              prompt has at most F tokens (no reset yet, a latent on every input) and measures
+              what the reset fill costs beyond that (issue 23's study).
+              No windows: models whose cache is unsupported (implicit absolute positions) are
+              refused, since their sampler recomputes every step (= ``stride1``).
 
 ``stride1``'s shared head (``share_head``, exact): a document's first targets t < M all see the
 whole document before them and every latent from its first one, in their own stride1 windows
@@ -48,15 +59,31 @@ from repro.data.windows import cut_windows
 
 @dataclass(frozen=True)
 class Protocol:
-    name: str  # what goes into every result row, e.g. "stride1", "blocked:128"
-    block: int  # targets scored per window
+    name: str  # what goes into every result row, e.g. "stride1", "blocked:128", "cached:64"
+    block: int  # targets scored per window (0 for cached:F, which runs no windows)
+    fill: int = 0  # cached:F: latents every prefill / reset of the sampler's cache refills (0 = windows)
+
+    @property
+    def cached(self) -> bool:
+        return self.fill > 0
 
 
 def parse_protocol(name: str, num_latents: int) -> Protocol:
-    """``stride1`` or ``blocked:B`` (``blocked:M`` is also accepted and resolved to the number)."""
+    """``stride1``, ``blocked:B`` (``blocked:M`` is also accepted and resolved to the number) or
+    ``cached:F`` (``cached`` and ``cached:0`` resolve to the sampler's default fill M // 2)."""
     name = name.strip()
     if name == "stride1":
         return Protocol("stride1", 1)
+    if name == "cached" or name.startswith("cached:"):
+        raw = name.split(":", 1)[1] if ":" in name else "0"
+        try:
+            F = int(raw)
+        except ValueError:
+            raise ValueError(f"protocol '{name}': the reset fill F must be an integer") from None
+        F = F or num_latents // 2
+        if not 1 <= F < num_latents:
+            raise ValueError(f"protocol '{name}': the reset fill must be in [1, num_latents={num_latents})")
+        return Protocol(f"cached:{F}", 0, fill=F)
     if name.startswith("blocked:"):
         raw = name.split(":", 1)[1]
         if raw == "M":
@@ -68,7 +95,10 @@ def parse_protocol(name: str, num_latents: int) -> Protocol:
         if not 1 <= B <= num_latents:
             raise ValueError(f"protocol '{name}': block size must be in [1, num_latents={num_latents}]")
         return Protocol(f"blocked:{B}", B)
-    raise ValueError(f"unknown evaluation protocol '{name}' (stride1, or blocked:B with B <= {num_latents})")
+    raise ValueError(
+        f"unknown evaluation protocol '{name}' (stride1, blocked:B with B <= {num_latents}, or cached:F with F < "
+        f"{num_latents})"
+    )
 
 
 @dataclass
@@ -168,6 +198,8 @@ class EvalBatches:
         bits_per_dim: bool = False,
         share_head: bool = False,
     ):
+        if protocol.cached:
+            raise ValueError(f"protocol {protocol.name} decodes through the sampler's cache: repro/eval/cached.py")
         if protocol.block > M:
             raise ValueError(f"protocol {protocol.name}: block > num_latents={M}")
         if max_examples is not None and max_examples < 1:

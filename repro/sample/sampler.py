@@ -21,6 +21,9 @@ temperature-scaled distribution, as Hugging Face; the official code applies top-
 Sampling keys are ``fold_in(key(seed), step)``. A sequence stops at EOS (``stop_at_eos``): its
 later tokens are PAD, and the loop ends when every sequence has stopped.
 
+Teacher forcing (``forced=``) feeds given tokens instead of sampled ones; with ``score=True`` the
+loop records each forced token's NLL (the ``cached:F`` evaluation protocol, ``repro/eval/cached.py``).
+
 Prompts are 1-D token arrays (normally starting with SOS) of any length >= 1, left-padded with
 PAD to a common length; generated tokens are written after each prompt.
 """
@@ -115,8 +118,10 @@ class Generated:
 
     sequences: list[np.ndarray]  # prompt + generated tokens (up to and including EOS)
     generated: list[np.ndarray]  # the generated tokens only
-    stopped: np.ndarray  # [B] bool: ended with EOS
+    stopped: np.ndarray  # [B] bool: ended with EOS (or, with score=True, a forced PAD)
     logits: np.ndarray | None = None  # [B, num_new, V] raw logits of every step (return_logits)
+    target_nll: np.ndarray | None = None  # [B, num_new] -log p(forced token) of every step (score)
+    target_correct: np.ndarray | None = None  # [B, num_new] the raw logits' argmax is the forced token (score)
 
 
 def _fills(cfg: SampleConfig, M: int) -> tuple[int, int]:
@@ -130,7 +135,7 @@ def _fills(cfg: SampleConfig, M: int) -> tuple[int, int]:
     return init, fill
 
 
-def _run(state, buf, pos, forced, seed, *, graphdef, num_new, cfg, use_cache, fills, allowed, return_logits, P):
+def _run(state, buf, pos, forced, seed, *, graphdef, num_new, cfg, use_cache, fills, allowed, return_logits, score, P):
     model = nnx.merge(graphdef, state)
     mc = model.cfg
     L, M = mc.max_context, mc.num_latents
@@ -147,21 +152,35 @@ def _run(state, buf, pos, forced, seed, *, graphdef, num_new, cfg, use_cache, fi
         return model(window(b, P + s), wp, num_latents=M)[:, -1].astype(jnp.float32)
 
     def pick(s, logits, done, b):
-        ok = allowed(offset0 + s) if allowed is not None else None
-        tok = choose(jax.random.fold_in(key, s), logits, cfg, ok)
         if forced is not None:
             tok = forced[:, s]
+        else:
+            ok = allowed(offset0 + s) if allowed is not None else None
+            tok = choose(jax.random.fold_in(key, s), logits, cfg, ok)
         tok = jnp.where(done, PAD_ID, tok)
         b = jax.lax.dynamic_update_slice_in_dim(b, tok[:, None], L + P + s, axis=1)
         if cfg.stop_at_eos:
             done = done | (tok == EOS_ID)
+        if score:  # a forced PAD ends its row (documents of different lengths in one batch)
+            done = done | (tok == PAD_ID)
         return b, done
 
     def record(s, logits, logs):
-        return logs.at[s].set(logits) if return_logits else logs
+        logits_buf, score_buf = logs
+        if return_logits:
+            logits_buf = logits_buf.at[s].set(logits)
+        if score:  # the forced token's NLL and whether it is the argmax, as train/step.py token_losses
+            lg, tgt = logits.astype(jnp.float32), forced[:, s]
+            nll = jax.nn.logsumexp(lg, axis=-1) - jnp.take_along_axis(lg, tgt[:, None], axis=-1)[:, 0]
+            hit = (jnp.argmax(lg, axis=-1) == tgt).astype(jnp.float32)
+            score_buf = score_buf.at[s].set(jnp.stack([nll, hit], axis=-1))
+        return logits_buf, score_buf
 
     done = jnp.zeros(B, bool)
-    logs = jnp.zeros((num_new, B, mc.vocab_size), jnp.float32) if return_logits else None
+    logs = (
+        jnp.zeros((num_new, B, mc.vocab_size), jnp.float32) if return_logits else None,
+        jnp.zeros((num_new, B, 2), jnp.float32) if score else None,
+    )
 
     if use_cache:
         w, wp = window(buf, P), (window(pos, P) if has_pos else None)
@@ -208,7 +227,7 @@ def _run(state, buf, pos, forced, seed, *, graphdef, num_new, cfg, use_cache, fi
 
 @functools.cache
 def _runner(compiler_options: tuple = ()):
-    static = ("graphdef", "num_new", "cfg", "use_cache", "fills", "allowed", "return_logits", "P")
+    static = ("graphdef", "num_new", "cfg", "use_cache", "fills", "allowed", "return_logits", "score", "P")
     return jax.jit(_run, static_argnames=static, compiler_options=dict(compiler_options) or None)
 
 
@@ -222,6 +241,7 @@ def generate(
     allowed: Callable | None = None,
     forced: np.ndarray | None = None,
     return_logits: bool = False,
+    score: bool = False,
     compiler_options: dict | None = None,
 ) -> Generated:
     """Generate up to ``num_new`` tokens after each prompt.
@@ -233,11 +253,18 @@ def generate(
     compiler_options: XLA options for the jitted loop (tests use a low optimisation level).
     forced: [B, num_new] tokens to feed instead of the sampled ones (teacher forcing: scoring a
         continuation through exactly the decoding path; used by the tests).
+    return_logits: also return every step's raw logits ([B, num_new, V]: small continuations only).
+    score: with ``forced``, return each step's NLL of its forced token and whether the raw logits'
+        argmax is that token (``target_nll`` / ``target_correct``, [B, num_new]; the ``cached:F``
+        evaluation protocol, ``repro/eval/cached.py``); a forced PAD then ends its row, and the
+        loop ends when every row has.
     """
     mc = model.cfg
     L, M = mc.max_context, mc.num_latents
     if num_new < 1:
         raise ValueError("num_new must be >= 1")
+    if score and forced is None:
+        raise ValueError("score=True scores forced tokens: give forced=")
     prompts = [np.asarray(p, np.int32).ravel() for p in prompts]
     if any(len(p) == 0 or (p == PAD_ID).all() for p in prompts):
         raise ValueError("every prompt needs at least one token (normally SOS)")
@@ -260,7 +287,7 @@ def generate(
         state, jnp.asarray(buf), None if pos is None else jnp.asarray(pos),
         None if forced is None else jnp.asarray(forced, jnp.int32), jnp.uint32(cfg.seed),
         graphdef=graphdef, num_new=num_new, cfg=dataclasses.replace(cfg, seed=0), use_cache=use_cache, fills=fills,
-        allowed=allowed, return_logits=return_logits, P=P,
+        allowed=allowed, return_logits=return_logits, score=score, P=P,
     )  # fmt: skip
     out, done = np.asarray(out), np.asarray(done)
     gen_all = out[:, L + P :]
@@ -271,5 +298,9 @@ def generate(
         g = g[: stop[0] + 1] if len(stop) else g
         generated.append(g)
         sequences.append(np.concatenate([prompts[i], g]))
-    logits = None if logs is None else np.asarray(logs).transpose(1, 0, 2)
-    return Generated(sequences=sequences, generated=generated, stopped=done, logits=logits)
+    logits_buf, score_buf = logs
+    logits = None if logits_buf is None else np.asarray(logits_buf).transpose(1, 0, 2)
+    nll = hit = None
+    if score_buf is not None:
+        nll, hit = np.asarray(score_buf).transpose(2, 1, 0)  # [num_new, B, 2] -> 2 x [B, num_new]
+    return Generated(sequences, generated, done, logits, target_nll=nll, target_correct=hit)
