@@ -46,5 +46,5 @@ def test_every_study_runs_at_smoke_scale_and_the_report_opens_with_claims(repro,
     md = (tmp_path / "report" / "report.md").read_text()
     assert md.index("## Claims") < md.index("## Synthetic mirrored copy")
     for name in STUDIES:
-        assert f"### <a id=\"study-{name}-smoke\"></a>" in md
+        assert f'### <a id="study-{name}-smoke"></a>' in md
         assert (tmp_path / "report" / "plots" / f"study_{name}_smoke.png").is_file()
