@@ -232,8 +232,9 @@ class CorpusSection(Section):
         others = [m for m in list_corpora(root(data_dir)) if (m.get("section"), m.get("corpus")) == (self.name, "main")]
         if others:
             m = others[0]
-            diff = ", ".join(f"{k} {m['options'].get(k)} (preset {exp.preset}: {v})" for k, v in want.items()
-                             if m["options"].get(k) != v) or "other options"  # fmt: skip
+            have = m["options"]
+            keys = [k for k, v in want.items() if k in have and have[k] != v] or [k for k in want if k not in have]
+            diff = ", ".join(f"{k} {have.get(k)} (preset {exp.preset}: {want[k]})" for k in keys) or "other options"
             say(f"data: your {self.name} corpus in {m['path']} was prepared with other options ({diff}): "
                 f"using the demo corpus; to train on yours: repro data prepare {self.name} "
                 f"--source {m['source']['path']}{preset}")  # fmt: skip
