@@ -221,9 +221,8 @@ def evaluate_run(
     split = split or exp.data.eval_split
     log = lambda m: console.print(m, highlight=False)  # noqa: E731
     exp = resolve_for(section, exp, workdir, data_dir, log)
-    pipe = pipeline_for(section, exp, data_dir, log)
+    pipe = pipeline_for(section, exp, data_dir)
     check_data(workdir, pipe.source, "evaluate")
-    log(describe_data(pipe.source))
     bs = exp.train.batch_size
     protocol = protocol or section.default_protocol(exp)
     num = exp.data.eval_examples if pipe.source.synthetic else 0
@@ -233,6 +232,7 @@ def evaluate_run(
         )
     except (ValueError, DataError) as e:
         raise UserError(str(e)) from None
+    log(describe_data(pipe.source))  # once the options are known good (a bad one is the only line)
     progress = Progress(
         TextColumn("[bold blue]eval"), BarColumn(), MofNCompleteColumn(), TextColumn("windows  {task.fields[info]}"),
         TimeRemainingColumn(), console=console, disable=not show_progress,
@@ -309,11 +309,11 @@ def sample_run(
     if source.vocab_size > exp.model.vocab_size:
         raise UserError(f"the data's vocabulary ({source.vocab_size} ids) is larger than the model's (model."
                         f"vocab_size={exp.model.vocab_size}): not the data this model was trained on")  # fmt: skip
-    log(describe_data(source))
     try:
         prompts = section.prompts(exp, source, num, prompt)
     except (ValueError, DataError) as e:
         raise UserError(str(e)) from None
+    log(describe_data(source))  # once the prompts are known good (a bad one is the only line)
     model = nnx.merge(r.graphdef, params)
     # Never an id the data's tokenizer cannot decode: the model's extra output ids are masked.
     allowed = vocabulary_limit(spec.allowed, source.vocab_size, exp.model.vocab_size)
