@@ -82,8 +82,11 @@ def _print_results(sec, row: dict) -> None:
     out.print(line, highlight=False)
     ds = row["dataset"]
     what = "a reproduction run" if row["reproduction"] else "not a reproduction (scale or data differ from the paper)"
-    out.print(f"data: {ds['name']} ({ds['variant']}), split {row['split']}, protocol {row['protocol']}; {what}",
-              highlight=False)  # fmt: skip
+    from repro.data.pipeline import dataset_label
+
+    corpus = f"corpus '{ds['corpus']}', " if ds.get("corpus") else ""
+    out.print(f"data: {corpus}{dataset_label(ds['name'], ds['variant'])}, split {row['split']}, "
+              f"protocol {row['protocol']}; {what}", highlight=False)  # fmt: skip
     for name, b in row.get("baselines", {}).items():
         out.print(f"baseline {name}: {h.format(b['value'])} ({b['description']})", highlight=False)
 
@@ -313,14 +316,22 @@ def _file_progress():
 
 
 def _print_manifest(m: dict, path: Path) -> None:
-    out.print(f"[bold]{m['section']}/{m['corpus']}[/]: {m['dataset']}, "
-              f"tokenizer {m['tokenizer']['identity']} ({m['tokenizer']['vocab_size']:,} ids), in {path}",
-              highlight=False)  # fmt: skip
+    from repro.data.pipeline import dataset_label
+    from repro.data.store import data_identity
+
+    origin = m.get("origin") or ("paper" if m.get("is_paper_data") else "demo")
+    why = f": {m['origin_note']}" if m.get("origin_note") else ""
+    out.print(f"[bold]{m['section']}/{m['corpus']}[/]: {dataset_label(m['dataset'], m['source']['variant'])} "
+              f"({origin} data{why}), tokenizer {m['tokenizer']['identity']} ({m['tokenizer']['vocab_size']:,} ids), "
+              f"data hash {data_identity(m)[:16]}, in {path}", highlight=False)  # fmt: skip
     for split, s in m["splits"].items():
         words = f", {s['words']:,} words" if s.get("words") is not None else ""
         out.print(f"  {split}: {s['documents']:,} documents, {s['tokens']:,} tokens{words}", highlight=False)
     if m["skipped"]:
         out.print(f"  skipped {len(m['skipped'])} file(s) (listed in the manifest)", highlight=False)
+    names = {"bom": "a byte-order mark removed", "crlf": "CRLF line ends made LF"}
+    for what, n in (m.get("normalized") or {}).items():
+        out.print(f"  {n:,} document(s): {names.get(what, what)} (recorded in the manifest)", highlight=False)
 
 
 @data_app.command("prepare")
@@ -328,15 +339,24 @@ def data_prepare(
     section: Annotated[str, typer.Argument(help="section, e.g. imagenet64, pg19")],
     source: Annotated[Path | None, typer.Option(help="the dataset in its official raw layout")] = None,
     preset: Annotated[str | None, typer.Option(help="whose data options (tokenizer...) to use")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="override the preset's data options, e.g. data.vocab_size=8000")
+    ] = None,
     demo: Annotated[bool, typer.Option("--demo", help="prepare the demo corpus (built if --source is absent)")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="prepare again a corpus that runs under runs/ were trained on")
+    ] = False,
     data_dir: DataDir = None,
 ) -> None:
-    """Read a raw dataset and write a prepared corpus (token store + manifest.json), atomically."""
+    """Read a raw dataset and write a prepared corpus (token store + manifest.json), atomically.
+    A cpu or smoke run (data.corpus=auto) then trains on it when prepared with its preset."""
+    from repro.config import apply_overrides
+
     sec = _corpus_section(section)
-    exp = sec.preset(preset or (sec.default_preset if demo else sec.prepare_preset))
+    exp = apply_overrides(sec.preset(preset or (sec.default_preset if demo else sec.prepare_preset)), set_ or [])
     # The preset's corpus name (e.g. maestro paper_v1 keeps its own), or "main" for a cpu preset
     # pointed at real data; --demo always prepares the demo corpus.
-    corpus = "demo" if demo else (exp.data.corpus if exp.data.corpus != "demo" else "main")
+    corpus = "demo" if demo else (exp.data.corpus if exp.data.corpus not in ("demo", "auto") else "main")
     cfg = dataclasses.replace(exp.data, corpus=corpus)
     with _file_progress() as prog:
         task = prog.add_task("prepare", total=None, label="")
@@ -347,13 +367,21 @@ def data_prepare(
         def warn(msg):
             prog.console.print(f"[yellow]warning:[/] {msg}", highlight=False)
 
+        def log(msg):
+            prog.console.print(msg, highlight=False)
+
         if demo and source is None:
             m = sec.prepare_demo(cfg, data_dir, log=warn, progress=on_file)
         else:
             if source is None:
                 raise UserError("--source DIR is required (or --demo)")
-            m = sec.prepare(cfg, source, data_dir, progress=on_file, warn=warn)
+            m = sec.prepare(cfg, source, data_dir, progress=on_file, warn=warn, log=log, force=force)
     _print_manifest(m, sec.corpus_dir(cfg, data_dir))
+    vocab = int(m["tokenizer"]["vocab_size"]) + 3  # + PAD, EOS, SOS
+    if vocab > exp.model.vocab_size:
+        err.print(f"[yellow]warning:[/] the prepared vocabulary ({vocab:,} ids with the 3 reserved ones) is larger "
+                  f"than preset {exp.preset}'s model.vocab_size={exp.model.vocab_size:,}: a run needs "
+                  f"--set model.vocab_size={vocab}", highlight=False)  # fmt: skip
 
 
 @data_app.command("verify")
@@ -409,7 +437,8 @@ def data_demo(
 @app.command()
 def report(
     paths: Annotated[
-        list[Path] | None, typer.Argument(help="run directories or result folders (default: results/)")
+        list[Path] | None,
+        typer.Argument(help="run directories or result folders (default: results/ and runs/, where they exist)"),
     ] = None,
     out_dir: Annotated[Path, typer.Option("--out", help="where report.md, report.csv and plots/ go")] = Path("results"),
 ) -> None:
@@ -417,7 +446,8 @@ def report(
     from experiments import SECTIONS
     from repro.report import write_report
 
-    paths = paths or [Path("results")]
+    # By default the recorded results and the runs the README's commands write (runs/<section>/<preset>).
+    paths = paths or [p for p in (Path("results"), Path("runs")) if p.exists()] or [Path("results")]
     for p in paths:
         if not p.exists():
             raise UserError(f"{p} does not exist")

@@ -232,7 +232,7 @@ class CopySection(Section):
         target = exp.data.stop_at_accuracy
         return bool(target) and eval_metrics.get("scored_token_accuracy", 0.0) >= target
 
-    def baselines(self, exp: Experiment, source, split: str) -> dict:
+    def baselines(self, exp: Experiment, source, split: str, num: int | None = None) -> dict:
         return {
             "chance": {
                 "value": 1 / 256,

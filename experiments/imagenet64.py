@@ -26,6 +26,7 @@ smoke   8x8 images, a tiny model, a few steps: for tests.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -93,7 +94,7 @@ PRESETS: dict[str, Experiment] = {
         model=_model(
             16, max_context=769, num_latents=256, d_model=128, num_layers=2, cross_heads=4, self_heads=4, dropout=0.0
         ),  # fmt: skip
-        data=ImageNetData(corpus="demo", resolution=16),
+        data=ImageNetData(corpus="auto", resolution=16),
         optim=OptimConfig(lr=1e-3, warmup_steps=200, schedule="cosine", decay_steps=2000),
         train=TrainConfig(steps=2000, batch_size=16, log_every=20, eval_every=500, checkpoint_every=500),
         description="demo photos at 16x16 on 2 CPU cores (~20 min); beside unigram / previous-pixel baselines",
@@ -105,7 +106,7 @@ PRESETS: dict[str, Experiment] = {
         model=_model(
             8, max_context=193, num_latents=32, d_model=32, num_layers=1, cross_heads=2, self_heads=2, dropout=0.0
         ),  # fmt: skip
-        data=ImageNetData(corpus="demo", resolution=8, eval_examples=4),
+        data=ImageNetData(corpus="auto", resolution=8, eval_examples=4),
         optim=SMOKE_OPTIM,
         train=SMOKE_TRAIN,
         description="tiny, for tests (8x8 demo images)",
@@ -140,7 +141,12 @@ class ImageNetSection(CorpusSection):
         v = I.FORMAT.variant(Path(source_dir))
         if v == I.VARIANT_NPZ:
             return "ImageNet 64x64 (Chrabaszcz et al. 2017 npz: a different downsampling from the paper's)"
-        return f"{self.dataset_name} ({v})"
+        return self.dataset_name
+
+    def data_info(self, exp: Experiment, info):
+        """A run at a lower resolution says so: its images are not 64x64."""
+        r = I.resolution_of(exp.data)
+        return info if r == 64 else dataclasses.replace(info, name=f"{info.name}, downsampled to {r}x{r}")
 
     def default_protocol(self, exp: Experiment) -> str:
         """The official ``eval_block_size=512`` for the paper model; M / 2 otherwise (the same
@@ -150,13 +156,15 @@ class ImageNetSection(CorpusSection):
     def bits_per_dim(self, exp: Experiment) -> bool:
         return True
 
-    def baselines(self, exp: Experiment, source, split: str) -> dict:
+    def baselines(self, exp: Experiment, source, split: str, num: int | None = None) -> dict:
         """Unigram (training histogram) and previous-pixel (same channel) models, in bits/dim on
         the same evaluation images, computed from the same prepared corpus."""
         n_train = source.num_documents("train")
         n_eval = source.num_documents(split)
-        if exp.data.eval_examples:
-            n_eval = min(n_eval, exp.data.eval_examples)
+        num = exp.data.eval_examples if num is None else num
+        if num:
+            n_eval = min(n_eval, num)
+        targets = n_eval * (I.sequence_length(exp.data) - 2)  # sub-pixels (EOS is not scored)
 
         def contents(s, n):
             return (source.content(s, i) for i in range(n))
@@ -164,9 +172,14 @@ class ImageNetSection(CorpusSection):
         uni = I.unigram_bits_per_dim(contents("train", n_train), contents(split, n_eval), exp.data)
         prev = I.previous_pixel_bits_per_dim(contents("train", n_train), contents(split, n_eval), exp.data)
         return {
-            "unigram": {"value": uni, "description": "sub-pixel value histogram of the training split"},
+            "unigram": {
+                "value": uni,
+                "eval_tokens": targets,
+                "description": "sub-pixel value histogram of the training split",
+            },
             "previous_pixel": {
                 "value": prev,
+                "eval_tokens": targets,
                 "description": "P(value | same channel of the previous pixel), counted on the training split",
             },
         }

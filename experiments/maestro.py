@@ -41,6 +41,7 @@ from repro.config import (
 )
 from repro.data import maestro as MA
 from repro.data import midi_events as ME
+from repro.data.source import DataError
 from repro.data.tokens import NUM_RESERVED, SOS_ID
 from repro.eval.baselines import unigram
 from repro.section import SMOKE_OPTIM, SMOKE_TRAIN, CorpusSection, Metric, PaperNumber, Prompts, SamplingSpec
@@ -52,6 +53,7 @@ NAME = "maestro"
 class MaestroData(CorpusData, section=NAME):
     """The event vocabulary's pitch range and the Music Transformer augmentation (off by default)."""
 
+    version: str = ""  # the MAESTRO version this preset is for ("v1", "v3"; "" = any), from the metadata table
     min_pitch: int = 21
     max_pitch: int = 108
     augment: bool = False  # transpose +-transpose_range semitones and time-stretch, per training crop
@@ -70,6 +72,8 @@ class MaestroData(CorpusData, section=NAME):
             raise ConfigError("data.transpose_range must be >= 0 and 0 < stretch_min <= stretch_max")
         if self.prompt_events < 1 or self.sample_events < 1:
             raise ConfigError("data.prompt_events and data.sample_events must be >= 1")
+        if self.version not in ("", "v1", "v2", "v3"):
+            raise ConfigError(f"data.version must be v1, v2, v3 or empty (any), got '{self.version}'")
 
 
 class _MaestroFormat(MA.MaestroFormat):
@@ -106,7 +110,7 @@ def _paper(version: str) -> Experiment:
             rotary_fraction=0.25,
             **ACCELERATOR_DEFAULTS,
         ),  # fmt: skip
-        data=MaestroData(corpus="main" if version == "v3" else "main-v1", min_pitch=0, max_pitch=127),
+        data=MaestroData(corpus="main" if version == "v3" else "main-v1", version=version, min_pitch=0, max_pitch=127),
         optim=OptimConfig(lr=1e-4, warmup_steps=10_000, schedule="constant"),
         train=TrainConfig(steps=1_000_000, batch_size=256, log_every=100, eval_every=10_000, checkpoint_every=5000),
         description=f"MAESTRO {version} symbolic, the paper's leads (configs never released; several values ours)",
@@ -132,7 +136,7 @@ PRESETS: dict[str, Experiment] = {
             position_encoding="rotary",
             rotary_fraction=0.25,
         ),  # fmt: skip
-        data=MaestroData(corpus="demo"),
+        data=MaestroData(corpus="auto"),
         optim=OptimConfig(lr=1e-3, warmup_steps=200, schedule="cosine", decay_steps=1500),
         train=TrainConfig(steps=1500, batch_size=16, log_every=20, eval_every=500, checkpoint_every=500),
         description="Bach chorales (demo corpus, not MAESTRO) on 2 CPU cores; beside the unigram baseline",
@@ -152,7 +156,7 @@ PRESETS: dict[str, Experiment] = {
             dropout=0.0,
             position_encoding="rotary",
         ),  # fmt: skip
-        data=MaestroData(corpus="demo", eval_examples=2, augment=True, prompt_events=16, sample_events=16),
+        data=MaestroData(corpus="auto", eval_examples=2, augment=True, prompt_events=16, sample_events=16),
         optim=SMOKE_OPTIM,
         train=SMOKE_TRAIN,
         description="tiny, for tests (augmentation on, to exercise it)",
@@ -188,9 +192,26 @@ class MaestroSection(CorpusSection):
     def dataset_label(self, source_dir: Path) -> str:
         return f"MAESTRO {self.raw_format.variant(Path(source_dir))}"
 
-    def baselines(self, exp: Experiment, source, split: str) -> dict:
-        u = unigram(source, split, exp.data.eval_examples)
-        return {"unigram": {"value": u["nats_per_token"],
+    def _version_error(self, data_cfg: MaestroData, found: str, what: str) -> DataError | None:
+        if not data_cfg.version or found == data_cfg.version:
+            return None
+        fit = [n for n, e in self.presets.items() if getattr(e.data, "version", "") == found]
+        hint = f"pass --preset {fit[0]}" if fit else "use a preset for any version (e.g. --preset cpu)"
+        return DataError(f"{what} is MAESTRO {found}, but this preset is for MAESTRO {data_cfg.version}: {hint}")
+
+    def check_source(self, data_cfg: MaestroData, source_dir: Path) -> None:
+        """Refuse a source of another MAESTRO version than the preset's (from its metadata table)."""
+        table = MA.find_table(Path(source_dir))
+        if e := self._version_error(data_cfg, MA.FORMAT.variant(Path(source_dir)), f"{source_dir} ({table.name})"):
+            raise e
+
+    def check_data(self, data_cfg: MaestroData, manifest: dict, where: Path) -> None:
+        if e := self._version_error(data_cfg, str(manifest["source"]["variant"]), f"the corpus in {where}"):
+            raise e
+
+    def baselines(self, exp: Experiment, source, split: str, num: int | None = None) -> dict:
+        u = unigram(source, split, exp.data.eval_examples if num is None else num)
+        return {"unigram": {"value": u["nats_per_token"], "eval_tokens": u["eval_tokens"],
                             "description": "event unigram of the training split (add-one), same targets"}}  # fmt: skip
 
     def sampling(self, exp: Experiment) -> SamplingSpec:

@@ -94,7 +94,7 @@ PRESETS["smoke"] = Experiment(
         dropout=0.0,
         position_encoding="rotary",
     ),  # fmt: skip
-    data=AudioData(corpus="demo", levels=4, eval_examples=2),
+    data=AudioData(corpus="auto", levels=4, eval_examples=2),
     optim=SMOKE_OPTIM,
     train=SMOKE_TRAIN,
     description="synthetic 4-level codes through the real loader, for tests",

@@ -71,7 +71,7 @@ PRESETS: dict[str, Experiment] = {
         model=text_model(
             4096, max_context=512, num_latents=128, d_model=256, num_layers=3, cross_heads=4, self_heads=4, dropout=0.0
         ),  # fmt: skip
-        data=PG19Data(corpus="demo", vocab_size=4096, max_train_bytes=10_000_000),
+        data=PG19Data(corpus="auto", vocab_size=4096, max_train_bytes=10_000_000),
         optim=OptimConfig(lr=1e-3, warmup_steps=200, schedule="cosine", decay_steps=1500),
         train=TrainConfig(steps=1500, batch_size=16, log_every=20, eval_every=500, checkpoint_every=500),
         description="Jane Austen's novels (demo corpus) on 2 CPU cores; beside unigram and cpu_transformer",
@@ -84,7 +84,7 @@ PRESETS: dict[str, Experiment] = {
             512, max_context=32, num_latents=8, d_model=32, num_layers=1, cross_heads=2, self_heads=2, dropout=0.0
         ),  # fmt: skip
         data=PG19Data(
-            corpus="demo", vocab_size=512, max_train_bytes=300_000, eval_examples=1, prompt_tokens=16, sample_tokens=8
+            corpus="auto", vocab_size=512, max_train_bytes=300_000, eval_examples=1, prompt_tokens=16, sample_tokens=8
         ),  # fmt: skip
         optim=SMOKE_OPTIM,
         train=SMOKE_TRAIN,

@@ -78,7 +78,7 @@ PRESETS: dict[str, Experiment] = {
             self_heads=4,
             dropout=0.0,
         ),  # fmt: skip
-        data=WikiTextData(corpus="demo"),
+        data=WikiTextData(corpus="auto"),
         optim=OptimConfig(lr=1e-3, warmup_steps=200, schedule="cosine", decay_steps=1500),
         train=TrainConfig(steps=1500, batch_size=16, log_every=20, eval_every=500, checkpoint_every=500),
         description="Wikipedia articles from gensim (demo corpus) on 2 CPU cores; beside unigram, cpu_transformer",
@@ -90,7 +90,7 @@ PRESETS: dict[str, Experiment] = {
         model=text_model(
             12_400, max_context=32, num_latents=8, d_model=32, num_layers=1, cross_heads=2, self_heads=2, dropout=0.0
         ),  # fmt: skip
-        data=WikiTextData(corpus="demo", eval_examples=1, prompt_tokens=16, sample_tokens=8),
+        data=WikiTextData(corpus="auto", eval_examples=1, prompt_tokens=16, sample_tokens=8),
         optim=SMOKE_OPTIM,
         train=SMOKE_TRAIN,
         description="tiny, for tests",

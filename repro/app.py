@@ -41,9 +41,54 @@ def source_for(section: Section, exp: Experiment, data_dir: Path | None = None, 
 def pipeline_for(section: Section, exp: Experiment, data_dir: Path | None = None, log: Callable | None = None):
     source = source_for(section, exp, data_dir, log)
     try:
-        return section.pipeline(exp, source)
+        pipe = section.pipeline(exp, source)
     except (ValueError, DataError) as e:
         raise UserError(str(e)) from None
+    if log and not source.synthetic and source.vocab_size < exp.model.vocab_size:
+        v = source.vocab_size
+        log(f"note: model.vocab_size={exp.model.vocab_size} is larger than the data's vocabulary ({v} ids): "
+            f"ids from {v} on are never targets and never sampled")  # fmt: skip
+    return pipe
+
+
+def resolve_for(section: Section, exp: Experiment, workdir: Path, data_dir: Path | None = None,
+                log: Callable | None = None) -> Experiment:  # fmt: skip
+    """``exp`` with its data made concrete (``data.corpus="auto"``: the user's prepared corpus,
+    else the demo; ``repro.section.CorpusSection.resolve``). A run directory that already records
+    its corpus (``config.json``, ``data.json``) keeps it: a resumed, evaluated or sampled run
+    reads the data it was trained on."""
+    corpus = getattr(exp.data, "corpus", None)
+    if corpus == "auto":
+        for name in ("config.json", "data.json"):
+            try:
+                d = json.loads((Path(workdir) / name).read_text())
+                got = d["data"]["corpus"] if name == "config.json" else d["corpus"]
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+            if isinstance(got, str) and got and got != "auto":
+                return dataclasses.replace(exp, data=dataclasses.replace(exp.data, corpus=got))
+    try:
+        return section.resolve(exp, data_dir, log=log)
+    except (ValueError, DataError) as e:
+        raise UserError(str(e)) from None
+
+
+def check_data(workdir: Path, source, action: str) -> None:
+    """One UserError line when ``source`` is not the data the run in ``workdir`` was trained on."""
+    from repro.data.store import check_run_data
+
+    try:
+        check_run_data(workdir, source.info, action)
+    except DataError as e:
+        raise UserError(str(e)) from None
+
+
+def describe_data(source) -> str:
+    """The line a command prints about its data: corpus, dataset, where, data hash."""
+    info = source.info
+    if not info.corpus:
+        return f"data: {info.label}"
+    return f"data: corpus '{info.corpus}' ({info.label}) in {info.path}, data hash {info.data_hash}"
 
 
 def run(
@@ -71,6 +116,7 @@ def run(
     prev, summaries = None, []
     for i, stage in enumerate(stages):
         wd = (Path(stage_root) if stage_root is not None else Path(workdir) / "stages") / stage.preset
+        stage = resolve_for(section, stage, wd, data_dir, log)
         console.print(f"[bold]curriculum stage {i + 1}/{len(stages) + 1}[/]: {stage.preset} in {wd}", highlight=False)
         row = train(stage, pipeline_for(section, stage, data_dir, log=log), wd, section=section, console=console,
                     show_progress=show_progress, init_dir=prev, curriculum=list(summaries) or None)  # fmt: skip
@@ -87,6 +133,7 @@ def run(
     if stages:
         console.print(f"[bold]curriculum stage {len(stages) + 1}/{len(stages) + 1}[/]: {exp.preset} in {workdir}",
                       highlight=False)  # fmt: skip
+    exp = resolve_for(section, exp, workdir, data_dir, log)
     pipe = pipeline_for(section, exp, data_dir, log=log)
     return train(exp, pipe, workdir, section=section, console=console, show_progress=show_progress, init_dir=prev,
                  curriculum=summaries or None)  # fmt: skip
@@ -217,7 +264,10 @@ def evaluate_run(
     selector = checkpoint_selector(checkpoint)
     exp, r, params, step = load_run(section, workdir, selector)
     split = split or exp.data.eval_split
+    log = lambda m: console.print(m, highlight=False)  # noqa: E731
+    exp = resolve_for(section, exp, workdir, data_dir, log)
     pipe = pipeline_for(section, exp, data_dir)
+    check_data(workdir, pipe.source, "evaluate")
     bs = exp.train.batch_size
     protocol = protocol or section.default_protocol(exp)
     num = exp.data.eval_examples if pipe.source.synthetic else 0
@@ -234,6 +284,7 @@ def evaluate_run(
             )
     except (ValueError, DataError) as e:
         raise UserError(str(e)) from None
+    log(describe_data(pipe.source))  # once the options are known good (a bad one is the only line)
     progress = Progress(
         TextColumn("[bold blue]eval"), BarColumn(), MofNCompleteColumn(), TextColumn("windows  {task.fields[info]}"),
         TimeRemainingColumn(), console=console, disable=not show_progress,
@@ -252,9 +303,11 @@ def evaluate_run(
     with progress:
         task = progress.add_task("eval", total=info["windows"], info="")
         metrics = evaluate(eval_step, params, batches, bs, info=batches.info, on_batch=advance)
+    # The baselines score exactly the model's targets: the same first documents of the split.
+    baselines = section.baselines(exp, pipe.source, split, info["documents"] if not pipe.source.synthetic else None)
     row = make_row(
         kind="eval", exp=exp, section=section, dataset=pipe.source.info, split=split, metrics=metrics, steps=step,
-        num_params=r.num_params, baselines=section.baselines(exp, pipe.source, split),
+        num_params=r.num_params, baselines=baselines,
         extra={"max_examples": max_examples, "data_hash": pipe.source.data_hash(split, num),
                "checkpoint": str(selector)},
     )  # fmt: skip
@@ -284,7 +337,7 @@ def sample_run(
     asked by ``best`` or its step)."""
     from flax import nnx
 
-    from repro.sample.sampler import SampleConfig, generate
+    from repro.sample.sampler import SampleConfig, generate, vocabulary_limit
 
     if num < 1:
         raise UserError(f"--num must be >= 1, got {num}")
@@ -306,15 +359,25 @@ def sample_run(
     given = {"temperature": temperature, "top_k": top_k, "top_p": top_p}
     cfg = dataclasses.replace(cfg, seed=seed, reset_fill=fill or cfg.reset_fill,
                               **{k: v for k, v in given.items() if v is not None})  # fmt: skip
-    source = source_for(section, exp, data_dir)  # prompts need documents, not training batches
+    console = _stderr_console()
+    log = lambda m: console.print(m, highlight=False)  # noqa: E731
+    exp = resolve_for(section, exp, workdir, data_dir, log)
+    source = source_for(section, exp, data_dir, log)  # prompts need documents, not training batches
+    check_data(workdir, source, "sample from")
+    if source.vocab_size > exp.model.vocab_size:
+        raise UserError(f"the data's vocabulary ({source.vocab_size} ids) is larger than the model's (model."
+                        f"vocab_size={exp.model.vocab_size}): not the data this model was trained on")  # fmt: skip
     try:
         prompts = section.prompts(exp, source, num, prompt)
     except (ValueError, DataError) as e:
         raise UserError(str(e)) from None
+    log(describe_data(source))  # once the prompts are known good (a bad one is the only line)
     model = nnx.merge(r.graphdef, params)
+    # Never an id the data's tokenizer cannot decode: the model's extra output ids are masked.
+    allowed = vocabulary_limit(spec.allowed, source.vocab_size, exp.model.vocab_size)
     try:
         result = generate(model, prompts.tokens, prompts.num_new, cfg, positions_fn=spec.positions_fn,
-                          allowed=spec.allowed)  # fmt: skip
+                          allowed=allowed)  # fmt: skip
     except ValueError as e:
         raise UserError(str(e)) from None
     settings = {**dataclasses.asdict(cfg), "checkpoint_step": step, "checkpoint": str(selector)}

@@ -276,7 +276,9 @@ class CorpusData(DataConfig):
     """Data settings of a section that trains on a prepared corpus (``repro data prepare``).
 
     corpus: which prepared corpus under ``<data dir>/<section>/``: "main" (prepared from the
-    user's copy of the real dataset) or "demo" (built from data an installed package ships)."""
+    user's copy of the real dataset), "demo" (built from data an installed package ships) or
+    "auto" (the cpu / smoke presets: "main" when it is prepared with the preset's options, else
+    "demo"; ``repro.section.CorpusSection.resolve``)."""
 
     corpus: str = "main"
 

@@ -9,7 +9,9 @@ eval``; ``repro/results.py``) under the given directories, and writes
                              is a reproduction (paper preset on the paper's data) — a demo-corpus
                              or scaled-down row is labelled so and is never called one; Δ vs the
                              paper where the preset has a paper value for that metric and split;
-    plots/*.png              training / evaluation curves per run (from ``metrics.jsonl``),
+    plots/*.png              training / evaluation curves per run (from ``metrics.jsonl``; named
+                             ``curves_<section>_<preset>_<run>.png`` by the run's directory, so two
+                             runs of one preset never share a file),
                              copy-task accuracy vs sequence length, the step-time benchmark
                              (Perceiver AR vs Transformer, from ``bench/training.json``);
 
@@ -24,6 +26,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from repro.data.pipeline import dataset_label
 from repro.results import ResultsError, read_row
 
 
@@ -103,7 +106,7 @@ def rows_table(sections: dict, found: list[tuple[Path, dict[str, Any]]]):
             "model": "Perceiver AR" if _is_perceiver(r) else "Transformer (M = N)",
             "metric": h["key"], "unit": h["unit"], "split": r["split"], "value": value, "stderr": h["stderr"],
             "delta_vs_paper": (value - paper) if (paper is not None and value is not None) else None,
-            "scale": r["scale"], "dataset": f"{r['dataset']['name']} ({r['dataset']['variant']})",
+            "scale": r["scale"], "dataset": dataset_label(r["dataset"]["name"], r["dataset"]["variant"]),
             "preset": r["preset"], "tag": f"{r['kind']}, {r['protocol']}, git {r['git_sha'][:10]}",
             "label": _label(r), "steps": r["steps"], "path": str(path),
         })  # fmt: skip
@@ -118,7 +121,35 @@ def rows_table(sections: dict, found: list[tuple[Path, dict[str, Any]]]):
     return pd.DataFrame.from_records(recs)
 
 
-def _curves(path: Path, row: dict[str, Any], out: Path) -> Path | None:
+def run_names(found: list[tuple[Path, dict[str, Any]]]) -> dict[Path, str]:
+    """A short name per run directory (of a ``results.json``), unique among ``found``: its folder
+    name, with as many parent folders as it takes to tell runs apart (``pg19_cpu``, ``a_run`` /
+    ``b_run``), then a counter."""
+    dirs = sorted({p.parent.resolve() for p, _ in found if p.name == "results.json"})
+    names: dict[Path, str] = {}
+    depth = 1
+    pending = list(dirs)
+    while pending:
+        cand = {d: "_".join(d.parts[-depth:]).strip("/") for d in pending}
+        counts: dict[str, int] = {}
+        for n in cand.values():
+            counts[n] = counts.get(n, 0) + 1
+        still = []
+        for d in pending:
+            if counts[cand[d]] == 1 or depth >= len(d.parts):
+                names[d] = cand[d]
+            else:
+                still.append(d)
+        pending, depth = still, depth + 1
+    seen: dict[str, int] = {}
+    for d in dirs:  # identical paths cannot occur; a counter keeps the rule total anyway
+        n = "".join(c if c.isalnum() or c in "-_." else "_" for c in names[d]) or "run"
+        seen[n] = seen.get(n, 0) + 1
+        names[d] = n if seen[n] == 1 else f"{n}_{seen[n]}"
+    return names
+
+
+def _curves(path: Path, row: dict[str, Any], out: Path, run: str = "") -> Path | None:
     """Training loss and the headline metric of each evaluation vs step, from ``metrics.jsonl``."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -149,7 +180,7 @@ def _curves(path: Path, row: dict[str, Any], out: Path) -> Path | None:
     if row["headline"]["unit"] == "perplexity":
         b.set_yscale("log")  # model and unigram differ by orders of magnitude
     fig.tight_layout()
-    dst = out / "plots" / f"curves_{row['section']}_{row['preset']}.png"
+    dst = out / "plots" / f"curves_{row['section']}_{row['preset']}{'_' + run if run else ''}.png"
     dst.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(dst, dpi=110)
     return dst
@@ -385,6 +416,7 @@ def write_report(sections: dict, paths: list[Path], out: Path, deviations: Path 
     claims_md, claim_plots = claims_section(paths, out)
     md.extend(claims_md)
     plots.update(claim_plots)
+    runs = run_names(found)
     for name, sec in sections.items():
         ours = [(p, r) for p, r in found if r["section"] == name]
         if not sec.paper_numbers and not ours:
@@ -413,12 +445,12 @@ def write_report(sections: dict, paths: list[Path], out: Path, deviations: Path 
                 delta = "–" if sub.delta_vs_paper is None or sub.delta_vs_paper != sub.delta_vs_paper else (
                     f"{sub.delta_vs_paper:+.3f}")  # fmt: skip
                 md.append(f"| [{r['preset']}]({rel(p)}) ({r['kind']}) | {sub.model} | {r['split']} | {r['protocol']} "
-                          f"| {val} | {delta} | {base or '–'} | {r['steps']:,} | {r['dataset']['name']} "
+                          f"| {val} | {delta} | {base or '–'} | {r['steps']:,} | {sub.dataset} "
                           f"| {_label(r)} |\n")  # fmt: skip
             for p, r in ours:
-                c = _curves(p, r, out)
+                c = _curves(p, r, out, runs.get(p.parent.resolve(), ""))
                 if c:
-                    plots[f"curves_{name}_{r['preset']}"] = c
+                    plots[c.stem] = c
                     md.append(f"\n![{name}/{r['preset']} curves]({rel(c)})\n")
                 samples = sorted((p.parent / "samples").glob("*.png"))[:2] if p.name == "results.json" else []
                 for s in samples:

@@ -2,8 +2,8 @@
 ``evals/<protocol>.json``. ``repro report`` reads only this.
 
 A row holds: the schema version; what ran (section, preset, scale, the resolved config); on what
-data (dataset name, variant, whether it is the paper's data, the prepared corpus's manifest hash,
-split, evaluation protocol); the headline metric with its unit and standard error; every other
+data (dataset name, variant, whether it is the paper's data, the prepared corpus's name, manifest
+hash and data hash, split, evaluation protocol); the headline metric with its unit and standard error; every other
 metric; the simple baselines measured in the same run; steps, tokens seen, parameter count, wall
 time; where (device kind and count, git SHA, package versions, date); and the paper's value where
 one exists for this preset. ``reproduction`` is true only for a paper-scale preset on the
@@ -65,6 +65,8 @@ def make_row(
             "variant": dataset.variant,
             "is_paper_data": bool(dataset.is_paper_data),
             "manifest_hash": dataset.manifest_hash,
+            "corpus": getattr(dataset, "corpus", ""),  # the prepared corpus ("main": the user's; "demo")
+            "data_hash": getattr(dataset, "data_hash", ""),  # the store's content (repro/data/store.py)
         },
         "split": split,
         "protocol": metrics.get("protocol"),

@@ -11,6 +11,7 @@ samples, an optional stop rule, simple baselines and the paper's numbers. Everyt
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -145,10 +146,19 @@ class Section:
         """Stop training early after this evaluation? (copy: once accuracy reaches a target)."""
         return False
 
-    def baselines(self, exp: Experiment, source: DocumentSource, split: str) -> dict[str, dict[str, Any]]:
-        """Simple baselines measured in the same run on the same split, in the headline's unit:
-        ``{name: {"value": v, "description": ...}}`` (e.g. a unigram model of the training split)."""
+    def baselines(
+        self, exp: Experiment, source: DocumentSource, split: str, num: int | None = None
+    ) -> dict[str, dict[str, Any]]:
+        """Simple baselines measured in the same run on the same targets as the model, in the
+        headline's unit: ``{name: {"value": v, "description": ..., "eval_tokens": n}}`` (e.g. a
+        unigram model of the training split), over the first ``num`` documents of ``split`` (0 =
+        all; None = ``data.eval_examples``, what ``repro run`` evaluates). ``eval_tokens``: the
+        targets scored, equal to the model's (tested)."""
         return {}
+
+    def resolve(self, exp: Experiment, data_dir: Path | None = None, *, log: Callable[[str], None] | None = None):
+        """``exp`` with its data made concrete (a corpus section's ``data.corpus="auto"``)."""
+        return exp
 
     # ---------------------------------------------------------------- sampling
     def sampling(self, exp: Experiment) -> SamplingSpec:
@@ -171,16 +181,23 @@ class Section:
 
 
 DEMO_MARKER = "REPRO_DEMO.txt"  # in a demo raw directory: prepared corpora from it are labelled demo
+AUTO_CORPUS = "auto"  # data.corpus of the cpu / smoke presets: the user's prepared corpus, else the demo
 
 
 class CorpusSection(Section):
     """A section that trains on a corpus prepared by ``raw_format`` (``repro data prepare``).
 
     ``data.corpus`` names the prepared corpus; ``prepare_options`` (from the data config) pick the
-    tokenizer, so the store directory is ``<data dir>/<section>/<corpus>-<options>``. A ``cpu`` or
-    ``smoke`` preset whose demo corpus is not prepared yet builds it (the demo raw data, then the
-    real prepare code on it) and says so; anything else with nothing prepared stops with one line
-    naming the ``repro data prepare`` command."""
+    tokenizer, so the store directory is ``<data dir>/<section>/<corpus>-<options>``.
+
+    ``data.corpus="auto"`` (the cpu and smoke presets): the user's corpus ("main", as ``repro data
+    prepare SECTION --source DIR --preset P`` writes it) when it is prepared with this preset's
+    options, else the demo corpus; the choice is printed (and why: nothing prepared, or prepared
+    with other options such as another vocabulary size) and recorded in the run's ``config.json``
+    and results. ``--set data.corpus=demo`` / ``=main`` force one. A ``cpu`` or ``smoke`` preset
+    whose demo corpus is not prepared yet builds it (the demo raw data, then the real prepare
+    code on it) and says so; anything else with nothing prepared stops with one line naming the
+    ``repro data prepare`` command."""
 
     dataset_name: ClassVar[str] = ""  # the paper's dataset, e.g. "PG-19"
     demo_name: ClassVar[str] = ""  # the demo corpus, e.g. "demo: Jane Austen's six novels (janeaustenr)"
@@ -190,11 +207,57 @@ class CorpusSection(Section):
         from repro.data.store import corpus_key
         from repro.data.store import data_dir as root
 
+        if data_cfg.corpus == AUTO_CORPUS:
+            main = self.corpus_dir(dataclasses.replace(data_cfg, corpus="main"), data_dir)
+            corpus = "main" if (main / "manifest.json").is_file() else "demo"
+            data_cfg = dataclasses.replace(data_cfg, corpus=corpus)
         return root(data_dir) / self.name / corpus_key(data_cfg.corpus, self.prepare_options(data_cfg))
+
+    def resolve(self, exp: Experiment, data_dir: Path | None = None, *, log: Callable[[str], None] | None = None):
+        """``data.corpus="auto"`` made concrete (see the class docstring); says which and why."""
+        if exp.data.corpus != AUTO_CORPUS:
+            return exp
+        from repro.data.store import data_dir as root
+        from repro.data.store import list_corpora
+
+        say = log or (lambda m: None)
+        main = dataclasses.replace(exp.data, corpus="main")
+        d = self.corpus_dir(main, data_dir)
+        if (d / "manifest.json").is_file() or exp.scale not in ("cpu", "smoke"):
+            if (d / "manifest.json").is_file():
+                say(f"data: your prepared {self.name} corpus in {d} (--set data.corpus=demo trains on the demo)")
+            return dataclasses.replace(exp, data=main)
+        preset = f" --preset {exp.preset}" if exp.preset != self.prepare_preset else ""
+        want = self.prepare_options(exp.data)
+        others = [m for m in list_corpora(root(data_dir)) if (m.get("section"), m.get("corpus")) == (self.name, "main")]
+        if others:
+            m = others[0]
+            have = m["options"]
+            keys = [k for k, v in want.items() if k in have and have[k] != v] or [k for k in want if k not in have]
+            diff = ", ".join(f"{k} {have.get(k)} (preset {exp.preset}: {want[k]})" for k in keys) or "other options"
+            say(f"data: your {self.name} corpus in {m['path']} was prepared with other options ({diff}): "
+                f"using the demo corpus; to train on yours: repro data prepare {self.name} "
+                f"--source {m['source']['path']}{preset}")  # fmt: skip
+        else:
+            cmd = f"repro data prepare {self.name} --source DIR{preset}"
+            say(f"data: no {self.name} corpus of yours in {root(data_dir) / self.name}: using the demo corpus "
+                f"({self.demo_name}); to train on yours: {cmd}")  # fmt: skip
+        return dataclasses.replace(exp, data=dataclasses.replace(exp.data, corpus="demo"))
+
+    def check_data(self, data_cfg, manifest: dict[str, Any], where: Path) -> None:
+        """DataError when a prepared corpus does not fit the data config (MAESTRO: its version)."""
+
+    def check_source(self, data_cfg, source_dir: Path) -> None:
+        """DataError when a raw source does not fit the data config, before anything is read."""
+
+    def data_info(self, exp: Experiment, info):
+        """How a run of ``exp`` names its data (ImageNet: the resolution it is downsampled to)."""
+        return info
 
     def source(self, exp: Experiment, data_dir: Path | None = None, *, log: Callable[[str], None] | None = None):
         from repro.data.store import Corpus
 
+        exp = self.resolve(exp, data_dir, log=log)
         d = self.corpus_dir(exp.data, data_dir)
         if not (d / "manifest.json").is_file():
             if exp.data.corpus == "demo" and exp.scale in ("cpu", "smoke"):
@@ -207,20 +270,73 @@ class CorpusSection(Section):
                     + (" --demo" if exp.data.corpus == "demo" else "")
                     + preset
                 )
-        return Corpus(d, self.raw_format, exp.data)
+        corpus = Corpus(d, self.raw_format, exp.data)
+        self.check_data(exp.data, corpus.manifest, d)
+        corpus.info = self.data_info(exp, corpus.info)
+        return corpus
 
-    def prepare(self, data_cfg, source_dir: Path, data_dir: Path | None = None, *, progress=None, warn=None):
-        """Prepare ``source_dir`` (the official raw layout) into this data config's corpus dir."""
-        from repro.data.store import prepare
+    def prepare(
+        self, data_cfg, source_dir: Path, data_dir: Path | None = None, *, progress=None, warn=None, log=None,
+        force: bool = False,
+    ):  # fmt: skip
+        """Prepare ``source_dir`` (the official raw layout) into this data config's corpus dir.
 
+        Over an existing store: without ``force``, refused (one line) when runs under ``./runs``
+        were trained on it; afterwards ``log`` says whether its data changed (runs trained on the
+        old data then refuse eval / sample / resume) or not."""
+        from repro.data.store import check_source_dir, data_identity, prepare, read_manifest, runs_using
+        from repro.data.text import VocabularyTooLarge
+
+        say = log or warn or (lambda m: None)
+        source_dir, note = self.raw_format.resolve_source(check_source_dir(source_dir))
+        if note:
+            say(note)
+        if data_cfg.corpus == AUTO_CORPUS:
+            data_cfg = dataclasses.replace(data_cfg, corpus="main")
+        self.check_source(data_cfg, source_dir)
+        out = self.corpus_dir(data_cfg, data_dir)
+        old = None
+        if (out / "manifest.json").is_file():
+            try:
+                old = read_manifest(out)
+            except DataError:
+                pass
+            users = runs_using(out)
+            if users and not force:
+                raise DataError(
+                    f"{len(users)} run(s) under runs/ were trained on {out} (e.g. {users[0]}): if "
+                    "its data changes they refuse eval, sample, resume; pass --force to prepare again"
+                )
         # A demo corpus is labelled as one whatever it is prepared as: `repro data demo` and the
         # automatic demo build leave a marker in the raw data.
         demo = data_cfg.corpus == "demo" or (Path(source_dir) / DEMO_MARKER).is_file()
-        return prepare(
-            self.raw_format, source_dir, self.corpus_dir(data_cfg, data_dir), self.prepare_options(data_cfg),
-            corpus=data_cfg.corpus, is_paper_data=not demo and self.is_paper_source(source_dir),
-            dataset_name=self.demo_name if demo else self.dataset_label(source_dir), on_file=progress, warn=warn,
-        )  # fmt: skip
+        try:
+            m = prepare(
+                self.raw_format, source_dir, out, self.prepare_options(data_cfg), corpus=data_cfg.corpus,
+                is_paper_data=not demo and self.is_paper_source(source_dir), is_demo=demo,
+                dataset_name=self.demo_name if demo else self.dataset_label(source_dir), on_file=progress, warn=warn,
+            )  # fmt: skip
+        except VocabularyTooLarge as e:
+            raise DataError(self._vocab_hint(e)) from None
+        if old is not None:
+            a, b = data_identity(old)[:16], data_identity(m)[:16]
+            if a == b:
+                say(f"prepared {out} again: the same data (data hash {a}); runs trained on it are unaffected")
+            else:
+                n = len(runs_using(out))
+                say(f"replaced {out}: its data changed (data hash {a} -> {b}); runs trained on the old data now "
+                    f"refuse eval, sample and resume" + (f" ({n} under runs/)" if n else ""))  # fmt: skip
+        return m
+
+    def _vocab_hint(self, e) -> str:
+        """SentencePiece's "vocabulary size too high" as one line naming what fits."""
+        sizes = {n: getattr(x.data, "vocab_size", 0) for n, x in self.presets.items()
+                 if getattr(x.data, "tokenizer", "") == "sentencepiece"}  # fmt: skip
+        fits = sorted(((v, n) for n, v in sizes.items() if 0 < v <= e.limit), reverse=True)
+        preset = f"--preset {fits[0][1]} (vocab_size {fits[0][0]}) or " if fits else ""
+        return (f"the training text is too small for a {e.asked}-piece SentencePiece vocabulary (at most {e.limit}): "
+                f"prepare with {preset}--set data.vocab_size=N with N <= {e.limit} (a run then needs the same "
+                "data.vocab_size and model.vocab_size=N+3)")  # fmt: skip
 
     def prepare_demo(self, data_cfg, data_dir: Path | None = None, *, log=None, progress=None):
         from repro.data.store import data_dir as root
@@ -238,7 +354,7 @@ class CorpusSection(Section):
         raw = raw / done.read_text().strip()
         if log:
             log(f"preparing the {self.name} demo corpus into {self.corpus_dir(data_cfg, data_dir)}")
-        return self.prepare(data_cfg, raw, data_dir, progress=progress, warn=log)
+        return self.prepare(data_cfg, raw, data_dir, progress=progress, warn=log, force=True)
 
     def write_demo(self, out: Path) -> Path:
         """The demo raw data under ``out`` (official layout) with the demo marker; returns the
@@ -254,4 +370,5 @@ class CorpusSection(Section):
         return True
 
     def dataset_label(self, source_dir: Path) -> str:
-        return f"{self.dataset_name} ({self.raw_format.variant(Path(source_dir))})"
+        """The dataset's name in the manifest (its layout variant is recorded beside it)."""
+        return self.dataset_name

@@ -53,12 +53,13 @@ class TextSection(CorpusSection):
                         max_train_bytes=data_cfg.max_train_bytes)  # fmt: skip
         return opts
 
-    def baselines(self, exp: Experiment, source, split: str) -> dict:
-        u = unigram(source, split, exp.data.eval_examples)
+    def baselines(self, exp: Experiment, source, split: str, num: int | None = None) -> dict:
+        u = unigram(source, split, exp.data.eval_examples if num is None else num)
         return {
             "unigram": {
                 "value": u.get("word_perplexity", u["perplexity"]),
                 "nats_per_token": u["nats_per_token"],
+                "eval_tokens": u["eval_tokens"],
                 "description": "token unigram of the training split (add-one), same targets and words",
             }
         }

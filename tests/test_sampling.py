@@ -289,3 +289,24 @@ def test_cli_eval_protocol_and_sample(tmp_path, repro):
     repro("sample", "copy", "--workdir", str(wd), "--num", "2")
     summary = json.loads((wd / "samples" / "copy.json").read_text())["summary"]
     assert summary["samples"] == 2 and summary["settings"]["temperature"] == 0.0
+
+
+def test_vocabulary_limit_never_samples_past_the_data_vocabulary():
+    """A model whose output ids 12..15 are the likeliest, over data of 12 ids: greedy and sampled
+    tokens stay below 12 (an id past the data's vocabulary cannot be decoded)."""
+    from repro.sample.sampler import vocabulary_limit
+
+    model = tiny(seed=3)
+    model.logits.bias.value = model.logits.bias.value.at[12:].set(50.0)
+    prompts = [np.array([SOS_ID, 3, 4])]
+    free = generate(model, prompts, 6, SampleConfig(temperature=0.0), compiler_options=FAST_COMPILE)
+    assert (free.generated[0] >= 12).all()  # unmasked: the extra ids win
+    limit = vocabulary_limit(None, 12, V)
+    assert vocabulary_limit(None, V, V) is None and limit == vocabulary_limit(None, 12, V)  # hashable, equal
+    for cfg in (SampleConfig(temperature=0.0), SampleConfig(temperature=1.0, seed=2)):
+        g = generate(model, prompts, 6, cfg, allowed=limit, compiler_options=FAST_COMPILE).generated[0]
+        assert len(g) and (g < 12).all(), g
+    both = vocabulary_limit(ALLOWED, 12, V)
+    np.testing.assert_array_equal(
+        np.asarray(both(jnp.array([1, 2]))), np.asarray(ALLOWED(jnp.array([1, 2]))) & (np.arange(V) < 12)
+    )

@@ -115,8 +115,9 @@ def test_sentencepiece_is_reproducible_and_round_trips(tmp_path, wiki_text):
     # load() of the written model is the same tokenizer
     c = SentencePieceTokenizer.load(a.path)
     np.testing.assert_array_equal(c.encode(text), ids)
-    with pytest.raises(DataError, match="vocab_size=100000"):
+    with pytest.raises(DataError, match="too small for 100000 SentencePiece pieces") as e:
         SentencePieceTokenizer.train([text[:2000]], tmp_path / "c", vocab_size=100000)
+    assert e.value.asked == 100000 and 256 < e.value.limit < 100000  # repro.data.text.VocabularyTooLarge
 
 
 def test_sample_lines_is_a_seeded_sample_of_whole_lines(tmp_path):

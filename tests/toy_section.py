@@ -47,7 +47,7 @@ class ToyFormat(RawFormat):
 
 @dataclass(frozen=True)
 class ToyData(CorpusData, section="toy"):
-    corpus: str = "demo"
+    corpus: str = "auto"
 
 
 class ToySection(CorpusSection):
@@ -59,7 +59,7 @@ class ToySection(CorpusSection):
     demo_name = "demo: toy words"
     prepare_preset = "smoke"
 
-    def baselines(self, exp, source, split):
+    def baselines(self, exp, source, split, num=None):
         return {"uniform": {"value": 256.0, "description": "uniform over bytes, per token"}}
 
     def prompts(self, exp, source, num, prompt):

@@ -44,6 +44,12 @@ from repro.config import ConfigError
 from repro.data.midi_events import PerformanceEncoding, load_midi
 from repro.data.source import SPLITS, DataError, RawDoc, RawFormat, SkipFile, SourceFile, Tokenizer
 
+# Performances per split of the official MAESTRO releases (v1.0.0: 1,184; v2.0.0: 1,282; v3.0.0: 1,276).
+OFFICIAL_SPLITS = {
+    "v1": {"train": 954, "validation": 105, "test": 125},
+    "v2": {"train": 967, "validation": 137, "test": 178},
+    "v3": {"train": 962, "validation": 137, "test": 177},
+}
 COLUMNS = ("canonical_composer", "canonical_title", "split", "year", "midi_filename", "audio_filename", "duration")
 _TABLE_RE = re.compile(r"^maestro-v(\d+)\.(\d+)\.(\d+)\.(csv|json)$")
 ENCODING_OPTIONS = ("min_pitch", "max_pitch", "steps_per_second", "max_shift_steps", "velocity_bins")
@@ -146,6 +152,21 @@ class MaestroFormat(RawFormat):
     def variant(self, source: Path) -> str:
         """The MAESTRO version ("v1", "v2", "v3") from the metadata table's file name."""
         return _variant_of(find_table(Path(source)))
+
+    def resolve_source(self, source: Path) -> tuple[Path, str | None]:
+        """``source`` itself when it holds a metadata table, else the one ``maestro-vX.Y.Z/``
+        folder inside it that does (``repro data demo maestro --out DIR`` writes DIR/maestro-v3.0.0/)."""
+        source = Path(source)
+        if not source.is_dir() or _tables(source):
+            return source, None
+        inner = [p for p in sorted(source.iterdir()) if p.is_dir() and p.name.startswith("maestro-v") and _tables(p)]
+        if len(inner) == 1:
+            return inner[0], f"using {inner[0]}: the one MAESTRO folder in {source}"
+        return source, None
+
+    def official_documents(self, variant: str) -> dict[str, int] | None:
+        """Performances per split of the official releases (magenta.tensorflow.org/datasets/maestro)."""
+        return OFFICIAL_SPLITS.get(variant)
 
     def scan(self, source: Path) -> dict[str, list[SourceFile]]:
         """The MIDI files of each split in table order; DataError for a bad split value, a

@@ -60,7 +60,7 @@ from repro.data.formats import parquet
 from repro.data.formats.stage import relabel, staging_dir
 from repro.data.formats.tfrecord import example_features, find_tfds_dir, tfrecord_records
 from repro.data.source import SPLITS, DataError, RawDoc, RawFormat, SourceFile, Tokenizer
-from repro.data.text import count_words, fit_text_tokenizer, load_text_tokenizer
+from repro.data.text import count_words, fit_text_tokenizer, load_text_tokenizer, normalize_text
 
 DEMO_ENV = "REPRO_DEMO_SOURCES"
 DEMO_DEB_GLOB = "r-cran-janeaustenr_*.deb"
@@ -496,8 +496,13 @@ class PG19Format(RawFormat):
             raise DataError(f"{f.label}: not UTF-8 text ({e.reason} at byte {e.start})") from None
         if not text.strip():
             raise DataError(f"{f.label}: empty book")
+        text, normalized = normalize_text(text)  # a BOM or CRLF line ends must not change the tokens
         content = tokenizer.encode(text)  # type: ignore[attr-defined]
-        yield RawDoc(content=content, name=_book_id(f.path), num_words=count_words(text), num_bytes=len(raw))
+        yield RawDoc(content=content, name=_book_id(f.path), num_words=count_words(text), num_bytes=len(raw),
+                     normalized=normalized)  # fmt: skip
+
+    def official_documents(self, variant: str) -> dict[str, int]:
+        return {"train": 28_602, "validation": 50, "test": 100}  # github.com/google-deepmind/pg19
 
     def demo(self, out: Path) -> Path:
         """Austen's novels in the PG-19 layout under ``out`` (metadata.csv, train/, validation/,

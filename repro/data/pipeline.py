@@ -43,6 +43,21 @@ class DatasetInfo:
     is_paper_data: bool  # the dataset the paper reports on (a demo corpus never is)
     manifest_hash: str = ""  # sha256 of the prepared corpus's manifest ("" for synthetic data)
     path: str = ""  # where the prepared corpus lives (for messages; not a provenance claim)
+    corpus: str = ""  # the prepared corpus's name (e.g. "main": the user's, "demo"); "" for synthetic data
+    data_hash: str = ""  # the store's content hash (repro/data/store.py: data_identity); "" for synthetic data
+
+    @property
+    def label(self) -> str:
+        """``name (variant)``, the variant left out where the name already says it or it is "default"."""
+        return dataset_label(self.name, self.variant)
+
+
+def dataset_label(name: str, variant: str) -> str:
+    """How a dataset is shown: ``name (variant)``, without repeating a variant the name already
+    holds (e.g. "MAESTRO v3", "ImageNet 64x64 (png)" from older manifests) or a "default" one."""
+    if not variant or variant == "default" or f"({variant})" in name or name.endswith(f" {variant}"):
+        return name
+    return f"{name} ({variant})"
 
 
 class DocumentSource:

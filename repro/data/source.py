@@ -69,12 +69,15 @@ class RawDoc:
     name:      what the document is (file name, book id, article title), for messages and manifests
     num_words: words in the dataset's own word counting (text sections: word-level perplexity)
     num_bytes: bytes of the raw text / file it came from
+    normalized: changes made to the raw text before tokenizing ("bom": a byte-order mark removed,
+               "crlf": CRLF / CR line ends made LF); counted per document in the manifest
     """
 
     content: np.ndarray
     name: str
     num_words: int | None = None
     num_bytes: int | None = None
+    normalized: tuple[str, ...] = ()  # what was normalised in the raw text (e.g. "bom", "crlf"), for the manifest
 
 
 class Tokenizer:
@@ -116,6 +119,17 @@ class RawFormat:
 
     def variant(self, source: Path) -> str:
         return "default"
+
+    def resolve_source(self, source: Path) -> tuple[Path, str | None]:
+        """The dataset folder to read for a ``--source`` the user gave, and a note when it is not
+        ``source`` itself (e.g. the one ``maestro-v3.0.0/`` folder inside it); default: itself."""
+        return Path(source), None
+
+    def official_documents(self, variant: str) -> dict[str, int] | None:
+        """Documents per split of the official release in this layout (e.g. PG-19: 28,602 / 50 /
+        100 books), or None when not known. A prepared source with other counts is the user's own
+        data, never labelled the paper's."""
+        return None
 
     def scan(self, source: Path) -> dict[str, list[SourceFile]]:
         raise NotImplementedError

@@ -11,9 +11,12 @@ Layout of a prepared corpus, ``<data dir>/<section>/<corpus>/``::
     tokenizer/            the tokenizer's files (e.g. a SentencePiece .model)
 
 ``manifest.json``: format version, section, corpus, source variant and path, a sha256 of the source
-files, tokenizer identity / hash / vocabulary size, the preparation options, per split the number
-of documents, content tokens, words and bytes, every skipped file with its reason, a sha256 of
-every store file (``verify`` re-checks them), the command, git SHA, date and duration.
+files, the data's origin ("paper", "user": the user's own data in the official layout, "demo"),
+tokenizer identity / hash / vocabulary size, the preparation options, per split the number of
+documents, content tokens, words and bytes, every skipped file with its reason, the documents
+whose raw text was normalised (byte-order mark, CRLF), a sha256 of every store file (``verify``
+re-checks them), the command, git SHA, date and duration. ``data_identity`` hashes what the
+store holds (not when or from where it was prepared): runs record it and refuse a changed store.
 
 Atomicity: everything is written into ``<corpus>.partial/`` and renamed to ``<corpus>/`` only when
 complete, so an interrupted prepare leaves nothing that looks finished; rerunning the command
@@ -89,15 +92,16 @@ def prepare(
     dataset_name: str,
     on_file: Callable[[int, int, str], None] | None = None,
     warn: Callable[[str], None] | None = None,
+    is_demo: bool = False,
 ) -> dict[str, Any]:
     """Read ``source`` (an official raw layout) with ``fmt`` and write the corpus to ``out``
-    atomically; returns the manifest. ``on_file(done, total, label)`` reports progress."""
+    atomically; returns the manifest. ``on_file(done, total, label)`` reports progress.
+
+    The manifest's ``origin``: "demo" (``is_demo``), "paper" (``is_paper_data`` and, where the
+    format knows them, the official release's document counts per split) or "user" (the user's
+    own data in the official layout; ``origin_note`` says why); ``is_paper_data`` is origin == "paper"."""
     t0 = time.time()
-    source = Path(source)
-    if not source.exists():
-        raise DataError(f"source {source} does not exist")
-    if not source.is_dir():
-        raise DataError(f"source {source} is not a directory")
+    source = check_source_dir(source)
     variant = fmt.variant(source)
     files = fmt.scan(source)
     if not files.get("train"):
@@ -106,12 +110,13 @@ def prepare(
     tmp = out.with_name(out.name + ".partial")
     if tmp.exists():
         shutil.rmtree(tmp)
+    created = [p for p in [tmp.parent, *tmp.parent.parents] if not p.exists()]  # removed again on failure
     tmp.mkdir(parents=True)
     try:
         tok = fmt.fit_tokenizer(files["train"], tmp / "tokenizer", options)
         dtype = content_dtype(tok.vocab_size)
         total = sum(len(v) for v in files.values())
-        done, skipped, splits = 0, [], {}
+        done, skipped, splits, normalized = 0, [], {}, {}
         src_hash = hashlib.sha256()
         for split in SPLITS:
             if split not in files:
@@ -132,6 +137,8 @@ def prepare(
                             words.append(-1 if doc.num_words is None else int(doc.num_words))
                             names.append(doc.name.replace("\n", " "))
                             n_bytes += int(doc.num_bytes or 0)
+                            for what in doc.normalized:
+                                normalized[what] = normalized.get(what, 0) + 1
                     except SkipFile as e:
                         skipped.append({"file": f.label, "split": split, "reason": str(e)})
                         if warn:
@@ -151,6 +158,14 @@ def prepare(
             }
         if not splits.get("train", {}).get("documents"):
             raise DataError(f"{source}: the training split has no documents (every file was skipped)")
+        origin, note = ("demo", "") if is_demo else ("paper", "") if is_paper_data else ("user", "")
+        official = fmt.official_documents(variant) if origin == "paper" else None
+        if official:
+            have = {k: splits.get(k, {}).get("documents", 0) for k in official}
+            if have != official:
+                origin = "user"
+                note = "documents per split " + ", ".join(f"{k} {have[k]:,}" for k in official) + (
+                    "; the official release has " + ", ".join(f"{k} {v:,}" for k, v in official.items()))  # fmt: skip
         files_hash = {p.name: _sha256(p) for p in sorted(tmp.iterdir()) if p.is_file()}
         tok_files = sorted((tmp / "tokenizer").rglob("*")) if (tmp / "tokenizer").exists() else []
         manifest = {
@@ -158,7 +173,9 @@ def prepare(
             "section": fmt.section,
             "corpus": corpus,
             "dataset": dataset_name,
-            "is_paper_data": bool(is_paper_data),
+            "is_paper_data": origin == "paper",
+            "origin": origin,
+            "origin_note": note,
             "source": {"path": str(source), "variant": variant, "sha256": src_hash.hexdigest()},
             "tokenizer": {
                 "identity": tok.identity,
@@ -170,6 +187,9 @@ def prepare(
             "content_dtype": dtype.name,
             "splits": splits,
             "skipped": skipped,
+            # documents whose raw text was normalised before tokenizing: "bom" (a byte-order mark
+            # removed), "crlf" (CRLF / CR line ends made LF); see RawDoc.normalized
+            "normalized": normalized,
             "files_sha256": files_hash,
             "command": " ".join(["repro", *sys.argv[1:]]) if sys.argv and "repro" in sys.argv[0] else "",
             "git_sha": _git_sha(),
@@ -188,7 +208,22 @@ def prepare(
         return manifest
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        for p in created:  # the section / data folders this prepare made (innermost first), if left empty
+            try:
+                p.rmdir()
+            except OSError:
+                break
         raise
+
+
+def check_source_dir(source: Path | str) -> Path:
+    """``source`` as a Path, or one DataError line: it does not exist / is not a directory."""
+    source = Path(source)
+    if not source.exists():
+        raise DataError(f"source {source} does not exist")
+    if not source.is_dir():
+        raise DataError(f"source {source} is not a directory (give the dataset's folder)")
+    return source
 
 
 def read_manifest(corpus_dir: Path) -> dict[str, Any]:
@@ -206,6 +241,88 @@ def read_manifest(corpus_dir: Path) -> dict[str, Any]:
 
 def manifest_hash(manifest: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
+
+
+# Manifest entries that say when, where from and by what a store was prepared, not what it holds.
+_VOLATILE = ("date", "seconds", "command", "git_sha", "source")
+
+
+def data_identity(manifest: dict[str, Any]) -> str:
+    """sha256 of what a prepared store holds: its manifest without the date, duration, command,
+    git SHA and source path (every store file's sha256, the tokenizer, the options and counts
+    stay). Preparing the same data again with the same options gives the same identity (the
+    tokenizers train reproducibly); another tokenizer or other files give another. Runs record
+    its first 16 digits as ``data_hash`` and refuse a store whose identity changed."""
+    kept = {k: v for k, v in manifest.items() if k not in _VOLATILE}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()
+
+
+# ------------------------------------------------------------------ which data a run was trained on
+
+RUN_DATA = "data.json"  # in a run directory: the prepared store it trains on (record_run_data)
+
+
+def record_run_data(workdir: Path, info: DatasetInfo) -> None:
+    """Write ``<workdir>/data.json``: the corpus, its directory and data hash a run trains on."""
+    from repro.runinfo import write_json_atomic
+
+    write_json_atomic(Path(workdir) / RUN_DATA, {
+        "corpus": info.corpus, "path": str(Path(info.path).resolve()) if info.path else "",
+        "data_hash": info.data_hash, "manifest_hash": info.manifest_hash, "dataset": info.name,
+    })  # fmt: skip
+
+
+def recorded_run_data(workdir: Path) -> dict[str, Any] | None:
+    """What a run directory records of its data: ``data.json``, else (runs from before it) the
+    dataset of its ``results.json``; None when neither is readable."""
+    workdir = Path(workdir)
+    for name in (RUN_DATA, "results.json"):
+        try:
+            d = json.loads((workdir / name).read_text())
+        except (OSError, ValueError):
+            continue
+        if name == RUN_DATA and isinstance(d, dict):
+            return d
+        if isinstance(d, dict) and isinstance(d.get("dataset"), dict):
+            return {"manifest_hash": d["dataset"].get("manifest_hash", ""), "dataset": d["dataset"].get("name", "")}
+    return None
+
+
+def check_run_data(workdir: Path, info: DatasetInfo, action: str) -> None:
+    """One DataError line when the prepared store ``info`` is not the data the run in ``workdir``
+    was trained on (prepared again since, with another tokenizer or other files): ``action``
+    ("evaluate", "sample from", "resume") is refused. Synthetic data and runs that record no
+    data pass."""
+    rec = recorded_run_data(workdir)
+    if rec is None or not info.manifest_hash:
+        return
+    if rec.get("data_hash"):
+        same, old, new = rec["data_hash"] == info.data_hash, rec["data_hash"][:16], info.data_hash[:16]
+    elif rec.get("manifest_hash"):
+        same, old, new = rec["manifest_hash"] == info.manifest_hash, rec["manifest_hash"][:16], info.manifest_hash[:16]
+    else:
+        return
+    if not same:
+        raise DataError(
+            f"refusing to {action} {workdir}: it was trained on data hash {old}, but {info.path or 'the store'} now "
+            f"holds data hash {new} (prepared again since); prepare the run's data as it was, or train a new run"
+        )
+
+
+def runs_using(store: Path, runs_root: Path | str = "runs") -> list[Path]:
+    """Run directories under ``runs_root`` whose ``data.json`` names the store ``store``."""
+    root, target = Path(runs_root), Path(store).resolve()
+    if not root.is_dir():
+        return []
+    found = []
+    for f in sorted(root.rglob(RUN_DATA)):
+        try:
+            d = json.loads(f.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(d, dict) and d.get("path") and Path(d["path"]) == target:
+            found.append(f.parent)
+    return found
 
 
 def verify(corpus_dir: Path) -> dict[str, Any]:
@@ -264,6 +381,8 @@ class Corpus(DocumentSource):
             is_paper_data=bool(self.manifest["is_paper_data"]),
             manifest_hash=manifest_hash(self.manifest),
             path=str(self.dir),
+            corpus=str(self.manifest.get("corpus", "")),
+            data_hash=data_identity(self.manifest)[:16],
         )
         self._train_lengths: np.ndarray | None = None
 
@@ -344,4 +463,4 @@ class Corpus(DocumentSource):
         return toks, pos
 
     def data_hash(self, split: str, num: int = 0) -> str:
-        return self.info.manifest_hash[:16]
+        return self.info.data_hash

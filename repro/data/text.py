@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 import shutil
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -37,6 +38,34 @@ _SP_MAX_SENTENCE_BYTES = 1 << 15
 _SP_CHUNK_CHARS = _SP_MAX_SENTENCE_BYTES // 4
 # Block size of the deterministic training-text sample (``sample_lines``).
 _SAMPLE_BLOCK_BYTES = 1 << 14
+
+
+class VocabularyTooLarge(DataError):
+    """SentencePiece cannot learn ``asked`` pieces from the training text (at most ``limit``)."""
+
+    def __init__(self, asked: int, limit: int):
+        super().__init__(f"the training text is too small for {asked} SentencePiece pieces (at most {limit})")
+        self.asked, self.limit = asked, limit
+
+
+_SP_TOO_HIGH = re.compile(r"Vocabulary size too high \((\d+)\)\. Please set it to a value <= (\d+)")
+
+BOM = "\ufeff"
+
+
+def normalize_text(text: str) -> tuple[str, tuple[str, ...]]:
+    """``text`` with a leading byte-order mark removed and CRLF / lone CR line ends made LF, and
+    what was changed ("bom", "crlf"): a BOM or Windows line ends must not change token counts (a
+    SentencePiece "\\r" piece per line, a BOM glued to the first word). Recorded per document in
+    the manifest (``RawDoc.normalized``)."""
+    changed = []
+    if text.startswith(BOM):
+        text = text[1:]
+        changed.append("bom")
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+        changed.append("crlf")
+    return text, tuple(changed)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -131,15 +160,18 @@ def sample_lines(paths: list[Path], max_bytes: int | None, seed: int) -> Iterato
                     text = data.decode("utf-8")
                 except UnicodeDecodeError as e:
                     raise DataError(f"{p}: not UTF-8 text ({e.reason} near byte {start + e.start})") from None
-                yield from text_lines(text)
+                yield from text_lines(normalize_text(text)[0])
 
 
 def _file_lines(path: Path) -> Iterator[str]:
-    """The lines of a UTF-8 file (without their ``\\n``), streamed."""
+    """The lines of a UTF-8 file (without their line end), streamed, as ``normalize_text`` reads
+    it: no leading byte-order mark, CRLF / CR line ends."""
     try:
         with open(path, encoding="utf-8", newline="") as f:
-            for line in f:
-                yield line[:-1] if line.endswith("\n") else line
+            for i, line in enumerate(f):
+                if i == 0 and line.startswith(BOM):
+                    line = line[1:]
+                yield line.rstrip("\r\n") if line.endswith(("\n", "\r")) else line
     except UnicodeDecodeError as e:
         raise DataError(f"{path}: not UTF-8 text ({e.reason})") from None
     except OSError as e:
@@ -267,6 +299,8 @@ class SentencePieceTokenizer(Tokenizer):
                 minloglevel=2,
             )
         except RuntimeError as e:
+            if m := _SP_TOO_HIGH.search(str(e)):
+                raise VocabularyTooLarge(int(m.group(1)), int(m.group(2))) from None
             raise DataError(f"SentencePiece training failed (vocab_size={vocab_size}): {e}") from None
         if not model.getvalue():
             raise DataError("SentencePiece training produced no model (is the training text empty?)")

@@ -50,7 +50,7 @@ from typing import Any
 from repro.data.formats import parquet
 from repro.data.formats.stage import relabel, staging_dir
 from repro.data.source import DataError, RawDoc, RawFormat, SourceFile, Tokenizer
-from repro.data.text import UNK_WORD, count_words, fit_text_tokenizer, load_text_tokenizer
+from repro.data.text import BOM, UNK_WORD, count_words, fit_text_tokenizer, load_text_tokenizer, normalize_text
 
 # Official split names -> file stems.
 SPLIT_FILES = {"train": "train", "validation": "valid", "test": "test"}
@@ -161,7 +161,7 @@ class WikiText103Format(RawFormat):
         try:
             with open(f.path, encoding="utf-8", newline="") as fh:
                 for line in fh:
-                    t = article_title(line)
+                    t = article_title(line.lstrip(BOM))  # a byte-order mark: removed in read (normalize_text)
                     if t is not None:
                         if title is not None:
                             yield title, "".join(lines)
@@ -177,12 +177,14 @@ class WikiText103Format(RawFormat):
         yield title, "".join(lines)
 
     def read(self, f: SourceFile, tokenizer: Tokenizer) -> Iterator[RawDoc]:
-        for title, text in self.articles(f):
+        for title, raw in self.articles(f):
+            text, normalized = normalize_text(raw)  # a BOM or CRLF line ends must not change the tokens
             yield RawDoc(
                 content=tokenizer.encode(text),  # type: ignore[attr-defined]
                 name=title,
                 num_words=count_words(text, eos_per_line=True),
-                num_bytes=len(text.encode("utf-8")),
+                num_bytes=len(raw.encode("utf-8")),
+                normalized=normalized,
             )
 
     def demo(self, out: Path) -> Path:

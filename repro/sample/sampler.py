@@ -14,9 +14,10 @@ sampler without a cache does; the baseline of ``benchmarks/sampling.py``); so do
 implicit absolute positions, whose cached keys would change with every token
 (``cache.supports_cache``).
 
-Token choice, in this order: never PAD (it is padding, not a token); the per-position constraint
-(``allowed(offset) -> bool [B, V]``, e.g. only the legal values of an R/G/B sub-pixel or of an
-audio codebook level); temperature (0 = greedy argmax); top-k; top-p (nucleus, over the
+Token choice, in this order: never PAD (it is padding, not a token); never an id past the data's
+vocabulary (``vocabulary_limit``: a model may have more output ids than its tokenizer decodes);
+the per-position constraint (``allowed(offset) -> bool [B, V]``, e.g. only the legal values of
+an R/G/B sub-pixel or of an audio codebook level); temperature (0 = greedy argmax); top-k; top-p (nucleus, over the
 temperature-scaled distribution, as Hugging Face; the official code applies top-p first).
 Sampling keys are ``fold_in(key(seed), step)``. A sequence stops at EOS (``stop_at_eos``): its
 later tokens are PAD, and the loop ends when every sequence has stopped.
@@ -81,6 +82,32 @@ def codebook_constraint(num_levels: int, codes_per_level: int, *, start: int = 1
         table[lv, NUM_RESERVED + lv * codes_per_level : NUM_RESERVED + (lv + 1) * codes_per_level] = True
     table[:, EOS_ID] = eos
     return periodic_constraint(table, start)
+
+
+@dataclass(frozen=True)
+class _VocabularyLimit:
+    """``allowed`` (or everything) and only ids below ``data_vocab``: hashable, so the jitted
+    sampling loop is compiled once per constraint."""
+
+    allowed: Callable | None
+    data_vocab: int
+    model_vocab: int
+
+    def __call__(self, offset_B):
+        ok = jnp.arange(self.model_vocab) < self.data_vocab
+        if self.allowed is None:
+            return jnp.broadcast_to(ok, (offset_B.shape[0], self.model_vocab))
+        return self.allowed(offset_B) & ok
+
+
+def vocabulary_limit(allowed: Callable | None, data_vocab: int, model_vocab: int) -> Callable | None:
+    """``allowed`` restricted to the ids ``< data_vocab`` (the data's vocabulary, reserved ids
+    included), for a model whose output vocabulary (``model_vocab``) is larger: an id past the
+    data's cannot be decoded (e.g. a word tokenizer's ``words[id]``). ``allowed`` itself when the
+    two sizes agree."""
+    if data_vocab >= model_vocab:
+        return allowed
+    return _VocabularyLimit(allowed, int(data_vocab), int(model_vocab))
 
 
 def process_logits(logits_BxV, cfg: SampleConfig, allowed_BxV=None):

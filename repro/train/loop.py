@@ -3,6 +3,8 @@
 Everything a run produces lives in its workdir:
 
     config.json      the resolved Experiment (a rerun with a different config is refused)
+    data.json        the prepared corpus it trains on and its data hash (resume, eval and sample
+                     refuse a store that was prepared again with other data)
     metrics.jsonl    one JSON object per logged step / evaluation
     checkpoints/     Orbax checkpoints (rerunning the same command resumes from the latest)
     results.json     final evaluation + provenance, written atomically at the end
@@ -44,6 +46,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from repro import config as C
 from repro.checkpoint import BEST_METRIC, Checkpointer, restore_verified, state_checksum
 from repro.data.pipeline import Pipeline, Prefetcher
+from repro.data.store import check_run_data, record_run_data
 from repro.eval.evaluate import evaluate
 from repro.model import PerceiverAR, count_params
 from repro.parallel import (
@@ -269,8 +272,15 @@ def train(
                                         f"preset {t.init_preset} first")  # fmt: skip
                 src = Path(init_dir) if init_dir is not None else Path(t.init_from)
                 init = _params_from(src, run, lambda m: console.print(f"[yellow]warning:[/] {m}"))
+            # A run resumes only on the data it was trained on (the store may have been prepared
+            # again since, e.g. with another tokenizer): one line, nothing written.
+            info = dataset.source.info
+            if ckpt.latest_step() is not None:
+                check_run_data(workdir, info, "resume")
             if is_main:
                 write_json_atomic(workdir / "config.json", C.experiment_to_dict(exp))
+                if info.manifest_hash:
+                    record_run_data(workdir, info)
             return _train(exp, section, dataset, workdir, run, ckpt, console, show_progress, is_main, prefetch, init,
                           curriculum)  # fmt: skip
         finally:
@@ -483,7 +493,9 @@ def _train(exp, section, dataset: Pipeline, workdir: Path, run: Run, ckpt: Check
         f"mesh {describe(run.mesh)}, {pc} process(es), compute {exp.model.resolved_dtype()}, "
         f"attention {exp.model.resolved_attention()}" + (", remat" if exp.model.remat else "")
     )
-    console.print(f"data: {dataset.source.info.name} ({dataset.source.info.variant})", highlight=False)
+    info = dataset.source.info
+    console.print(f"data: corpus '{info.corpus}' ({info.label}) in {info.path}, data hash {info.data_hash}"
+                  if info.corpus else f"data: {info.label}", highlight=False)  # fmt: skip
     step, stopped_early, last_eval = start, False, None
     t0 = time.perf_counter()
     tokens_seen, last_log_step = 0.0, start
