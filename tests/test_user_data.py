@@ -78,10 +78,10 @@ def test_smoke_run_trains_on_the_users_prepared_store(pg19_user):
     assert json.loads((wd / "config.json").read_text())["data"]["corpus"] == "main"  # recorded, not "auto"
     assert json.loads((wd / "data.json").read_text())["data_hash"] == row["data_hash"]
     assert f"your prepared pg19 corpus in {store}" in pg19_user["log"]
-    assert "data: corpus 'main' (PG-19) in" in pg19_user["log"]
+    assert "data: corpus 'main' (PG-19 layout: user data) in" in pg19_user["log"]
     # The user's own books are not PG-19: labelled "user", never the paper's data.
     assert m["origin"] == "user" and m["is_paper_data"] is False and "28,602" in m["origin_note"]
-    assert row["dataset"]["name"] == "PG-19" and not row["dataset"]["is_paper_data"]
+    assert row["dataset"]["name"] == "PG-19 layout: user data" and not row["dataset"]["is_paper_data"]
 
 
 def test_explicit_demo_corpus_still_forces_the_demo(tmp_path, cli_inproc):

@@ -376,7 +376,8 @@ class Corpus(DocumentSource):
         self._words: dict[str, np.ndarray] = {}
         self._default_tokens = type(fmt).tokens is RawFormat.tokens
         self.info = DatasetInfo(
-            name=self.manifest["dataset"],
+            # A user's own data in the official layout is never named as the dataset itself.
+            name=self.manifest["dataset"] + (" layout: user data" if self.manifest.get("origin") == "user" else ""),
             variant=self.manifest["source"]["variant"],
             is_paper_data=bool(self.manifest["is_paper_data"]),
             manifest_hash=manifest_hash(self.manifest),
