@@ -56,6 +56,7 @@ def resumed_run(tmp_path_factory):
     return exp, wd, row, before
 
 
+@pytest.mark.e2e  # a training run crashed and resumed: ~1.5 min on 2 cores, after `make test`
 def test_events_have_the_expected_tags_and_steps_after_a_crash_and_resume(resumed_run):
     _, wd, row, before = resumed_run
     assert [e.step for e in before] == [5, 10, 15, 20, 25]  # the crashed session's steps
@@ -93,6 +94,7 @@ def test_tensorboard_off(tmp_path):
     assert (tmp_path / "run" / "results.json").is_file() and not (tmp_path / "run" / "tb").exists()
 
 
+@pytest.mark.e2e  # a training run crashed and resumed: ~1.5 min on 2 cores, after `make test`
 def test_a_config_json_without_the_tensorboard_key_still_resumes(resumed_run, tmp_path):
     exp, wd, _, _ = resumed_run
     w2 = tmp_path / "old"
