@@ -97,7 +97,9 @@ def test_imagenet_other_layouts_prepare_train_and_evaluate(layout, tmp_path):
     from repro.data.store import verify
 
     sec = SECTIONS["imagenet64"]
+    # Demo images without the demo marker look like a user's own data: prepare them as the demo corpus.
     exp = sec.presets["smoke"]
+    exp = dataclasses.replace(exp, data=dataclasses.replace(exp.data, corpus="demo"))
     src = I.FORMAT.demo(tmp_path / "raw", layout=layout, limit=24)
     m = sec.prepare(exp.data, src, tmp_path / "data")
     verify(sec.corpus_dir(exp.data, tmp_path / "data"))
