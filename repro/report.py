@@ -180,7 +180,10 @@ def _curves(path: Path, row: dict[str, Any], out: Path, run: str = "") -> Path |
     if row["headline"]["unit"] == "perplexity":
         b.set_yscale("log")  # model and unigram differ by orders of magnitude
     fig.tight_layout()
-    dst = out / "plots" / f"curves_{row['section']}_{row['preset']}{'_' + run if run else ''}.png"
+    stem = f"curves_{row['section']}_{row['preset']}"
+    if run and run not in (row["preset"], f"{row['section']}_{row['preset']}"):  # the name tells nothing new
+        stem += f"_{run}"
+    dst = out / "plots" / f"{stem}.png"
     dst.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(dst, dpi=110)
     return dst

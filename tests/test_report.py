@@ -57,7 +57,7 @@ def test_report_tables(tmp_path):
     assert "+0.100" in md and "3.5000 ± 0.0100" in md
     assert "not a reproduction: cpu scale, not the paper's data" in md and IM.demo_name in md
     assert "unigram 8.5000" in md
-    assert files["curves_imagenet64_cpu_cpu"].is_file()  # from metrics.jsonl, named by its run (runs/cpu)
+    assert files["curves_imagenet64_cpu"].is_file()  # from metrics.jsonl, its run (runs/cpu) adds nothing to the name
     assert (tmp_path / "out" / "report.csv").read_text().count("\n") == len(df) + 1
     assert not any(k.startswith("context_") for k in files)  # one context only: no context plot
 
