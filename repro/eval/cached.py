@@ -43,7 +43,7 @@ import numpy as np
 from flax import nnx
 
 from repro.data.tokens import PAD_ID, SOS_ID
-from repro.eval.protocols import Document, Protocol, parse_protocol
+from repro.eval.protocols import Document, Protocol, describe_split, parse_protocol
 from repro.model.cache import supports_cache
 
 
@@ -92,22 +92,9 @@ class CachedBatches:
         n = len(docs) if not max_examples else min(max_examples, len(docs))
         self.docs = docs if n == len(docs) else docs[:n]
         self.protocol, self.fill, self.batch_size = protocol.name, protocol.fill, batch_size
-        runs, targets, words, self._P, self._has_score = 0, 0, [], None, False
-        for d in self.docs:  # one pass: counts only (documents may be built lazily)
-            runs += _span(d) is not None
-            targets += int(len(d.tokens) - 1 if d.evaluated is None else d.evaluated.sum())
-            words.append(d.num_words)
-            if d.positions is not None and self._P is None:
-                self._P = d.positions.shape[-1]
-            self._has_score |= d.score_mask is not None
-        self.info = {
-            "protocol": self.protocol,
-            "documents": len(self.docs),
-            "windows": int(runs),
-            "targets": targets,
-            "num_words": float(sum(words)) if words and all(w is not None for w in words) else None,
-            "bits_per_dim": bits_per_dim,
-        }
+        self.info, self._P, self._has_score = describe_split(
+            self.docs, self.protocol, bits_per_dim, lambda d: int(_span(d) is not None)
+        )
 
     def __len__(self) -> int:
         return -(-self.info["windows"] // self.batch_size)

@@ -101,6 +101,29 @@ def parse_protocol(name: str, num_latents: int) -> Protocol:
     )
 
 
+def describe_split(docs, protocol: str, bits_per_dim: bool, runs_of) -> tuple[dict, int | None, bool]:
+    """One pass over ``docs`` (counts only; documents may be built lazily): the split's ``info``
+    (protocol, documents, windows = sum of ``runs_of(doc)``, evaluated targets, words, bits/dim),
+    the number of position dimensions (None without positions) and whether any has a score mask."""
+    runs, targets, words, P, has_score = 0, 0, [], None, False
+    for d in docs:
+        runs += runs_of(d)
+        targets += int(len(d.tokens) - 1 if d.evaluated is None else d.evaluated.sum())
+        words.append(d.num_words)
+        if d.positions is not None and P is None:
+            P = d.positions.shape[-1]
+        has_score |= d.score_mask is not None
+    info = {
+        "protocol": protocol,
+        "documents": len(docs),
+        "windows": int(runs),
+        "targets": targets,
+        "num_words": float(sum(words)) if words and all(w is not None for w in words) else None,
+        "bits_per_dim": bits_per_dim,
+    }
+    return info, P, has_score
+
+
 @dataclass
 class Document:
     """One evaluation document.
@@ -210,22 +233,9 @@ class EvalBatches:
         self.docs = docs if n == len(docs) else docs[:n]
         self.protocol, self.L, self.M, self.batch_size = protocol.name, L, M, batch_size
         self.block, self.share_head = protocol.block, share_head
-        n_windows, targets, words, self._P, self._has_score = 0, 0, [], None, False
-        for d in self.docs:  # one pass: counts only
-            n_windows += len(self._windows(d))
-            targets += int(len(d.tokens) - 1 if d.evaluated is None else d.evaluated.sum())
-            words.append(d.num_words)
-            if d.positions is not None and self._P is None:
-                self._P = d.positions.shape[-1]
-            self._has_score |= d.score_mask is not None
-        self.info = {
-            "protocol": self.protocol,
-            "documents": len(self.docs),
-            "windows": int(n_windows),
-            "targets": targets,
-            "num_words": float(sum(words)) if words and all(w is not None for w in words) else None,
-            "bits_per_dim": bits_per_dim,
-        }
+        self.info, self._P, self._has_score = describe_split(
+            self.docs, self.protocol, bits_per_dim, lambda d: len(self._windows(d))
+        )
 
     def _windows(self, d: Document) -> list[tuple[int, int]]:
         return windows(d, self.block, self.M, self.share_head)
