@@ -190,20 +190,14 @@ def plan(study: Study, scale: str, root: Path) -> list[PointRun]:
                 every = max(1, exp.train.steps // design.curve_points)
                 exp = apply_overrides(exp, [f"train.checkpoint_every={every}",
                                             f"train.keep_checkpoints={design.curve_points + 1}"])  # fmt: skip
-            if exp.scale == "custom" and base.scale != "paper":
-                exp = dataclasses.replace(exp, scale=base.scale)
             fp = config_fingerprint(exp) + f"/{exp.train.steps}"
             protocol = point.protocol or design.protocol or section.default_protocol(exp)
             flops = train_step_flops(exp)["step"] * exp.train.steps
             wd = root / point.name / f"seed{seed}"
-            shared = ""
-            if fp in by_config:  # the same training: evaluate that run (e.g. another protocol)
-                wd, shared = by_config[fp].workdir, by_config[fp].point.name
-            else:
-                by_config[fp] = None
-            r = PointRun(point, seed, exp, wd, protocol, flops, shared)
-            if not shared:
-                by_config[fp] = r
+            first = by_config.get(fp)  # the same training as an earlier point: evaluate that run
+            r = PointRun(point, seed, exp, first.workdir if first else wd, protocol, flops,
+                         first.point.name if first else "")  # fmt: skip
+            by_config.setdefault(fp, r)
             runs.append(r)
     return runs
 
