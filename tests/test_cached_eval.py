@@ -55,11 +55,11 @@ def doc(n_tokens, seed, *, evaluated=None, from_data=False) -> Document:
     return Document(toks, positions=pos, evaluated=evaluated)
 
 
-def cached_per_target(model, docs, fill, batch_size=3):
+def cached_per_target(model, docs, fill, batch_size=3, span=cached.SPAN):
     """{(document, target): (nll, correct)} of ``cached:fill``, and its metrics (through evaluate())."""
     graphdef, state = nnx.split(model)
     batches, step = cached.setup(model.cfg, graphdef, docs, f"cached:{fill}", batch_size,
-                                 compiler_options=FAST_COMPILE)  # fmt: skip
+                                 compiler_options=FAST_COMPILE, span=span)  # fmt: skip
     outputs, raws = [], []
 
     def recording(params, batch):  # evaluate() pads each batch to batch_size rows, then calls this
@@ -270,6 +270,44 @@ def test_across_resets_equals_full_forwards(model):
     # The cache is not a stride1 evaluation across resets (fewer latents): it differs.
     want, _ = stride1_per_target(model, docs)
     assert not np.allclose([got[k][0] for k in sorted(got)], want, atol=1e-3)
+
+
+def test_long_documents_in_spans(model):
+    """A document scored in spans of ``span`` evaluated targets: each span is one row, primed by
+    the whole document before it (only its last L inputs are passed), starting at a prefill; so
+    target t of a span that starts at target f sees latents(t - f) latents, and equals a full
+    forward with that many while it fits in L inputs, at the span's prefill and at every reset.
+    Every target is scored once, and the numbers do not depend on the batch size."""
+    pfd = model.cfg.positions_from_data
+    F, span = 3, 7
+    half = np.zeros(45, bool)
+    half[12:] = True
+    docs = [doc(50, 6, from_data=pfd), doc(46, 7, evaluated=half, from_data=pfd), doc(5, 8, from_data=pfd)]
+    got, metrics = cached_per_target(model, docs, F, batch_size=4, span=span)
+    start = {}
+    for i, d in enumerate(docs):
+        idx = np.flatnonzero(np.ones(len(d.tokens) - 1, bool) if d.evaluated is None else d.evaluated)
+        for k in range(0, len(idx), span):
+            start.update({(i, int(t)): int(idx[k]) for t in idx[k : k + span]})
+    assert sorted(got) == sorted((i, t) for i, d in enumerate(docs) for t in range(len(d.tokens) - 1)
+                                 if d.evaluated is None or d.evaluated[t])  # fmt: skip
+    ref = full_forward_nll(model, docs, lambda i, t: latents(t - start[(i, t)], F))
+    checked = past_L = 0
+    for (i, t), (nll, _) in sorted(got.items()):
+        s = t - start[(i, t)]
+        if t + 1 <= L or latents(s, F) == F:  # fits, or a prefill / reset
+            assert nll == pytest.approx(ref[(i, t)], abs=ATOL), (i, t, s)
+            checked += 1
+            past_L += t + 1 > L
+    assert checked > 40 and past_L >= 5
+    assert batches_info(docs, span)["windows"] == 7 + 5 + 1  # ceil(49 / 7), ceil(33 / 7), 1
+    other, metrics2 = cached_per_target(model, docs, F, batch_size=3, span=span)
+    np.testing.assert_allclose([other[k][0] for k in sorted(got)], [got[k][0] for k in sorted(got)], atol=ATOL)
+    assert metrics2["eval_tokens"] == metrics["eval_tokens"] == 49 + 33 + 4
+
+
+def batches_info(docs, span):
+    return cached.CachedBatches(docs, parse_protocol("cached:3", M), 4, span=span).info
 
 
 def test_refuses_models_without_a_cache():

@@ -20,14 +20,21 @@ latents, and past L it still does at every reset (tested). Before the first rese
 a document of at most M - F + 1 scored targets and at most M inputs is scored exactly as
 ``stride1`` (tested); later targets see fewer latents than stride1's M, by design.
 
-Documents are batched ``batch_size`` at a time (prompts left-padded; a row ends at its last
-evaluated target, the loop when every row has), only evaluated targets are scored, and
-``max_examples`` keeps the first N documents. Batches carry the documents in the keys
-``evaluate()`` passes to a step (``inputs``: whole documents [B, T + 1], right-padded with PAD;
-``targets``: the evaluated targets, PAD elsewhere; ``positions``: [B, T + 1, P]), so the metrics
-(nats/token with its standard error, bits, word perplexity, bits/dim, accuracies) come from
-``repro/eval/evaluate.py`` as for every other protocol, with ``protocol: "cached:F"``. Parameters
-are cast to ``model.compute_dtype`` as the other protocols' eval step does.
+A long document is scored in spans of at most ``span`` evaluated targets (``SPAN`` = 4,096),
+each span one decoding run primed by the whole document before it (its prompt is the document up
+to the span's first target, of which the prefill reads the last L inputs, exactly as a run over
+the whole document would at a reset), so that the spans of one book decode side by side in a
+batch instead of one token at a time in one row. Each span starts at a prefill (a reset), so
+target ``first + s`` of a span sees ``n_s`` latents counted from the span's first target; the
+spans' starts do not depend on the batch size. Spans are batched ``batch_size`` at a time
+(prompts left-padded; a row ends at its last evaluated target, the loop when every row has),
+only evaluated targets are scored, and ``max_examples`` keeps the first N documents. Batches
+carry the documents (one row per span) in the keys ``evaluate()`` passes to a step
+(``inputs``: whole documents [B, T + 1], right-padded with PAD; ``targets``: the span's
+evaluated targets, PAD elsewhere; ``positions``: [B, T + 1, P]; ``seq_id``: the document), so
+the metrics (nats/token with its standard error, bits, word perplexity, bits/dim, accuracies)
+come from ``repro/eval/evaluate.py`` as for every other protocol, with ``protocol:
+"cached:F"``. Parameters are cast to ``model.compute_dtype`` as the other protocols' eval step does.
 
 Models whose positions make a cache unsupported (implicit absolute positions,
 ``cache.supports_cache``) are refused with one line: their sampler recomputes a full forward with
@@ -36,6 +43,7 @@ all M latents at every step, which is ``stride1``, not a cached evaluation.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -45,6 +53,8 @@ from flax import nnx
 from repro.data.tokens import PAD_ID, SOS_ID
 from repro.eval.protocols import Document, Protocol, describe_split, parse_protocol
 from repro.model.cache import supports_cache
+
+SPAN = 4096  # evaluated targets per decoding run (one row of a batch); longer documents are split
 
 
 def is_cached(name: str | None) -> bool:
@@ -62,11 +72,15 @@ def check_model(model_cfg) -> None:
         )
 
 
-def _span(doc: Document) -> tuple[int, int] | None:
-    """(first, last) evaluated target of ``doc``, or None."""
-    n = len(doc.tokens) - 1
-    idx = np.flatnonzero(np.ones(n, bool) if doc.evaluated is None else doc.evaluated)
-    return (int(idx[0]), int(idx[-1])) if len(idx) else None
+def _evaluated(doc: Document) -> np.ndarray:
+    """Indices of ``doc``'s evaluated targets."""
+    return np.flatnonzero(np.ones(len(doc.tokens) - 1, bool) if doc.evaluated is None else doc.evaluated)
+
+
+def _spans(doc: Document, span: int) -> list[np.ndarray]:
+    """``doc``'s evaluated target indices in runs of at most ``span`` (none: no run)."""
+    idx = _evaluated(doc)
+    return [idx[i : i + span] for i in range(0, len(idx), span)]
 
 
 class CachedBatches:
@@ -82,18 +96,19 @@ class CachedBatches:
         *,
         max_examples: int | None = None,
         bits_per_dim: bool = False,
+        span: int = SPAN,
     ):
         if not protocol.cached:
             raise ValueError(f"protocol {protocol.name} is not cached:F")
         if max_examples is not None and max_examples < 1:
             raise ValueError(f"max_examples must be >= 1, got {max_examples}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if batch_size < 1 or span < 1:
+            raise ValueError(f"batch_size and span must be >= 1, got {batch_size} and {span}")
         n = len(docs) if not max_examples else min(max_examples, len(docs))
         self.docs = docs if n == len(docs) else docs[:n]
-        self.protocol, self.fill, self.batch_size = protocol.name, protocol.fill, batch_size
+        self.protocol, self.fill, self.batch_size, self.span = protocol.name, protocol.fill, batch_size, span
         self.info, self._P, self._has_score = describe_split(
-            self.docs, self.protocol, bits_per_dim, lambda d: int(_span(d) is not None)
+            self.docs, self.protocol, bits_per_dim, lambda d: -(-len(_evaluated(d)) // span)
         )
 
     def __len__(self) -> int:
@@ -102,12 +117,15 @@ class CachedBatches:
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
         jobs: list[tuple[int, Document]] = []
         for i, d in enumerate(self.docs):
-            if _span(d) is None:
-                continue
-            jobs.append((i, d))
-            if len(jobs) == self.batch_size:
-                yield self._batch(jobs)
-                jobs = []
+            for idx in _spans(d, self.span):
+                if len(idx) < len(d.tokens) - 1:  # one span of the document: only its targets evaluated
+                    ev = np.zeros(len(d.tokens) - 1, bool)
+                    ev[idx] = True
+                    d = dataclasses.replace(d, evaluated=ev)
+                jobs.append((i, d))
+                if len(jobs) == self.batch_size:
+                    yield self._batch(jobs)
+                    jobs = []
         if jobs:
             yield self._batch(jobs)
 
@@ -148,7 +166,7 @@ def make_step(graphdef, model_cfg, fill: int, *, compiler_options: dict | None =
     from repro.train.step import cast_for_compute
 
     check_model(model_cfg)
-    M = model_cfg.num_latents
+    M, L = model_cfg.num_latents, model_cfg.max_context
     if not 1 <= fill < M:
         raise ValueError(f"cached:{fill}: the reset fill must be in [1, num_latents={M})")
     cfg = SampleConfig(temperature=0.0, reset_fill=fill, initial_fill=fill, stop_at_eos=False)
@@ -159,6 +177,7 @@ def make_step(graphdef, model_cfg, fill: int, *, compiler_options: dict | None =
         B, T = targets.shape
         scored = targets != PAD_ID
         prompts, spans = [], []
+        shift = np.zeros(B, np.int64)  # sequence offset of each prompt's first kept input
         for b in range(B):
             idx = np.flatnonzero(scored[b])
             if not len(idx):  # a padding row (or a document with nothing evaluated): ends at once
@@ -166,15 +185,18 @@ def make_step(graphdef, model_cfg, fill: int, *, compiler_options: dict | None =
                 spans.append((0, -1))
                 continue
             first, last = int(idx[0]), int(idx[-1])
-            prompts.append(tokens[b, : first + 1])
+            # The prefill reads the prompt's last L inputs: only those are passed (the same window,
+            # and one compiled loop for every span of a long document whatever its offset).
+            shift[b] = max(0, first + 1 - L)
+            prompts.append(tokens[b, shift[b] : first + 1])
             spans.append((first, last))
         num_new = _bucket(max(last - first + 1 for first, last in spans))
         forced = np.full((B, num_new), PAD_ID, np.int32)
         for b, (first, last) in enumerate(spans):
             forced[b, : last - first + 1] = tokens[b, first + 1 : last + 2]  # target first + s at step s
 
-        def positions_fn(offsets_BxT):  # sequence offsets (SOS = 0) -> each document's own positions
-            o = np.minimum(offsets_BxT, table.shape[1] - 1)
+        def positions_fn(offsets_BxT):  # prompt offsets -> document offsets (SOS = 0) -> its own positions
+            o = np.minimum(offsets_BxT + shift[:, None], table.shape[1] - 1)
             return np.take_along_axis(table, o[..., None], axis=1)
 
         model = nnx.merge(graphdef, cast_for_compute(params, model_cfg.compute_dtype))
@@ -195,6 +217,7 @@ def make_step(graphdef, model_cfg, fill: int, *, compiler_options: dict | None =
 def setup(
     model_cfg, graphdef, docs: Sequence[Document], protocol: str, batch_size: int, *,
     max_examples: int | None = None, bits_per_dim: bool = False, compiler_options: dict | None = None,
+    span: int = SPAN,
 ) -> tuple[CachedBatches, Any]:  # fmt: skip
     """(batches, step) of ``cached:F`` over ``docs``: ``evaluate(step, params, batches, batch_size,
     info=batches.info)`` gives the metrics row. Bad names / models: one-line ValueErrors."""
@@ -202,4 +225,5 @@ def setup(
     if not proto.cached:
         raise ValueError(f"protocol {proto.name} is not cached:F")
     step = make_step(graphdef, model_cfg, proto.fill, compiler_options=compiler_options)
-    return CachedBatches(docs, proto, batch_size, max_examples=max_examples, bits_per_dim=bits_per_dim), step
+    batches = CachedBatches(docs, proto, batch_size, max_examples=max_examples, bits_per_dim=bits_per_dim, span=span)
+    return batches, step
