@@ -186,12 +186,14 @@ _add(Study(
     "long context is the issue the restriction addresses.",
     designs={
         "cpu": Design(
-            preset="cpu", common=(*_CTX_COMMON, "model.max_context=2048"), seeds=(0, 1),
+            preset="cpu", common=(*_CTX_COMMON, "model.max_context=2048"), seeds=(0,),
             points=tuple(Point(f"dropout={p}", p, (f"model.cross_dropout={p}",)) for p in (0.0, 0.5, 0.875)),
             comparisons=(Comparison("dropout=0.5", "dropout=0.0", expected=-1, what="dropout 0.5 vs none"),
                          Comparison("dropout=0.875", "dropout=0.0", expected=-1, what="dropout 0.875 vs none")),
             protocol="blocked:128", max_examples=1,
-            note="Our cross-attend dropout masks keys (as the official encoder_dropout_prob): it saves no compute.",
+            note="Our cross-attend dropout masks keys (as the official encoder_dropout_prob): it saves no compute. "
+            "One seed (a session's CPU time): the standard errors hold evaluation noise only; the dropout=0.0 "
+            "point is context-pg19's N=2048 recipe, whose two seeds differed by 0.005 nats/token (0.047 at N=512).",
         ),  # fmt: skip
         "smoke": Design(
             preset="smoke", common=("model.max_context=32",), seeds=(0,),
