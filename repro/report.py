@@ -366,6 +366,12 @@ def claims_section(paths: list[Path], out: Path) -> tuple[list[str], dict[str, P
             md.append(f"| {pt['point']} | {pt['x']:g} | {pt['seeds']} | {_num(pt['mean'])} ± {_num(pt['stderr'])} "
                       f"| {_num(pt['steps'], ',.0f')} | {human(pt['train_flops'] or 0)} "
                       f"| {_num(pt['step_seconds'], '.3f')} |\n")  # fmt: skip
+        base = d.get("baselines") or {}
+        if base:
+            md.append("\nSimple baselines on the same scored targets (measured in each point's evaluation): "
+                      + "; ".join(f"{n} {_num(b['value'])}" + (f" ({_num(b['min'])} to {_num(b['max'])})"
+                                  if b["max"] - b["min"] > 1e-9 else "") + f" ({b['description']})"
+                                  for n, b in base.items()) + ".\n")  # fmt: skip
         md.append("\n| comparison | effect ± s.e. | per seed | verdict |\n|---|---|---|---|\n")
         for c in d["comparisons"]:
             what = c["what"] or (f"{c['treatment']} - {c['reference']}" if c["reference"] else

@@ -349,12 +349,39 @@ def run_study(
             "dataset": ev["dataset"], "data_hash": ev.get("data_hash"), "git_sha": row.get("git_sha"),
             "eval_git_sha": ev.get("git_sha"), "device": ev.get("device", {}).get("kind"),
             "curriculum": row.get("curriculum_steps"), "config": row.get("config"),
+            "baselines": _baselines(ev, study.metric),
             "curve": _curve(study, design, r, ev, evaluate) if design.curve_points else None,
         })  # fmt: skip
     doc = summarise(study, scale, design, points)
     doc["documents"] = _document_lengths(section, runs[0].exp, design, data_dir)
     write_study(out, doc)
     return doc
+
+
+def _baselines(ev: dict, metric: str) -> dict[str, dict]:
+    """The evaluation row's simple baselines (``repro/eval/baselines.py``: measured on the same
+    scored targets) in the study's metric: its own key, else their value where the metric is the
+    row's headline. A baseline without the metric is left out."""
+    out = {}
+    for name, b in (ev.get("baselines") or {}).items():
+        v = b.get(metric, b.get("value") if ev.get("headline", {}).get("key") == metric else None)
+        if isinstance(v, int | float) and math.isfinite(v):
+            out[name] = {"value": float(v), "description": b.get("description", ""),
+                         "eval_tokens": b.get("eval_tokens")}  # fmt: skip
+    return out
+
+
+def _baseline_summary(points: list[dict]) -> dict[str, dict]:
+    """Each baseline over every (point, seed) evaluation: mean, min and max (equal where the
+    points score the same targets, as a study's do)."""
+    vals: dict[str, list[float]] = {}
+    desc: dict[str, str] = {}
+    for p in points:
+        for name, b in (p.get("baselines") or {}).items():
+            vals.setdefault(name, []).append(b["value"])
+            desc[name] = b["description"]
+    return {n: {"value": sum(v) / len(v), "min": min(v), "max": max(v), "description": desc[n]}
+            for n, v in vals.items()}  # fmt: skip
 
 
 def _document_lengths(section, exp, design: Design, data_dir) -> dict[str, Any] | None:
@@ -432,6 +459,7 @@ def summarise(study: Study, scale: str, design: Design, points: list[dict]) -> d
         "points": table,
         "runs": points,
         "comparisons": comparisons,
+        "baselines": _baseline_summary(points),
         "verdict": overall([c["verdict"] for c in comparisons]),
         "proper_test": study.proper_test,
         "note": design.note,
@@ -505,6 +533,7 @@ def plot_study(doc: dict[str, Any], path: Path) -> Path:
         right = [(p["x"], p["step_seconds"]) for p in ps if p["step_seconds"]]
         if right:
             axes[1].plot(*zip(*right, strict=True), marker="o", label=s)
+    _baseline_lines(axes[0], doc)
     for r in curves:  # the metric along the way: vs training FLOPs and vs training seconds
         c = [p for p in r["curve"] if p["value"] is not None]
         lab = f"{r['series']} (seed {r['seed']})"
@@ -535,3 +564,19 @@ def plot_study(doc: dict[str, Any], path: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _baseline_lines(ax, doc: dict[str, Any]) -> None:
+    """Baselines as dashed lines where they lie near the points (within the points' own span,
+    error bars included, on either side): a far one (a unigram at twice the loss) would flatten
+    the differences the plot is for; the report's table lists them all."""
+    ends = [p["mean"] + k * 2 * (p["stderr"] or 0) for p in doc["points"] if p["mean"] is not None for k in (-1, 1)]
+    if not ends:
+        return
+    lo, hi = min(ends), max(ends)
+    span = max(hi - lo, 1e-12)
+    for name, b in (doc.get("baselines") or {}).items():
+        if lo - span <= b["value"] <= hi + span:
+            ax.axhline(b["value"], ls="--", lw=1, color="gray")
+            ax.annotate(f"{name} baseline", (0.01, b["value"]), xycoords=("axes fraction", "data"), fontsize=7,
+                        color="gray", va="bottom")  # fmt: skip

@@ -91,6 +91,23 @@ def test_write_and_read_study(tmp_path: Path):
         S.read_study(tmp_path / "bad.json")
 
 
+def test_baselines_in_the_study_metric():
+    """A row's baselines come out in the study's metric: its own key (a text baseline's
+    nats_per_token), else the value where the metric is the row's headline; else left out."""
+    ev = {"headline": {"key": "word_perplexity"},
+          "baselines": {"unigram": {"value": 900.0, "nats_per_token": 6.2, "description": "u"}}}  # fmt: skip
+    assert S._baselines(ev, "nats_per_token") == {"unigram": {"value": 6.2, "description": "u", "eval_tokens": None}}
+    assert S._baselines(ev, "word_perplexity")["unigram"]["value"] == 900.0
+    assert S._baselines(ev, "bits_per_dim") == {}
+    design = Design(preset="smoke", points=(Point("a", 1), Point("b", 2)), comparisons=(Comparison("b", "a"),))
+    study = Study("t", "t", "claim", "[I]", "pg19", {"smoke": design})
+    rows = [_row("a", 0, 3.0), _row("b", 0, 3.5)]
+    rows[0]["baselines"] = {"unigram": {"value": 4.0, "description": "u"}}
+    rows[1]["baselines"] = {"unigram": {"value": 4.2, "description": "u"}}
+    doc = S.summarise(study, "smoke", design, rows)
+    assert doc["baselines"] == {"unigram": {"value": pytest.approx(4.1), "min": 4.0, "max": 4.2, "description": "u"}}
+
+
 # ------------------------------------------------------------------------------------ the designs
 def test_every_design_plans(tmp_path: Path):
     from experiments.studies import STUDIES
