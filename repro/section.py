@@ -91,8 +91,9 @@ class Prompts:
 
 
 class Section:
-    """Base class of a paper section (see the module docstring). Subclasses set the class
-    attributes and implement :meth:`source`; every other hook has a default."""
+    """Base class of a paper section (see the module docstring). Subclasses set ``name``,
+    ``data_config`` and ``headline`` and implement :meth:`source`; every other hook has a working
+    default (docs/adding_a_section.md lists them)."""
 
     name: ClassVar[str]
     title: ClassVar[str] = ""  # e.g. "ImageNet 64x64 (paper §5.2)"
@@ -221,6 +222,23 @@ class Section:
                    "settings": settings}  # fmt: skip
         write_json_atomic(outdir / "samples.json", {"summary": summary, "samples": rows})
         return summary
+
+    # ---------------------------------------------------------------- reporting
+    # ``repro report`` plots the held-out headline against the model's context for runs that
+    # differ in it; off where runs differ along another axis (copy: the task's length).
+    context_plot: ClassVar[bool] = True
+
+    def figures(self, rows: list[tuple[Path, dict[str, Any]]], out: Path) -> dict[str, Path]:
+        """The section's own figures in ``repro report``: ``rows`` are its result rows (the result
+        file, the row: ``repro/results.py``), ``out`` the report's folder; returns ``{heading:
+        png}`` for the figures written, each shown under its ``## heading`` with the alt text
+        "<section> <file stem, _ as spaces>". Default: none (copy: accuracy vs length)."""
+        return {}
+
+    def summary_lines(self, metrics: dict[str, Any]) -> list[str]:
+        """Facts of an evaluation's ``metrics`` that ``repro run`` / ``repro eval`` print after
+        nats/token and bits/token, each after ", " (copy: the sequence exact match). Default: none."""
+        return []
 
     # ---------------------------------------------------------------- helpers
     def preset(self, name: str | None) -> Experiment:

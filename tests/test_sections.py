@@ -147,3 +147,11 @@ def test_paper_preset_without_data_names_the_prepare_command(tmp_path):
     paper = dataclasses.replace(toy.SMOKE, preset="smoke", scale="custom", data=toy.ToyData(corpus="main"))
     with pytest.raises(app.UserError, match="repro data prepare toy --source DIR"):
         app.pipeline_for(toy.SECTION, paper, tmp_path)
+
+
+def test_summary_lines_are_the_sections_own():
+    """`repro run` / `repro eval` print a section's extra facts after nats/token (copy: exact match)."""
+    m = {"nats_per_token": 1.0, "sequence_accuracy": 0.5, "eval_sequences": 4}
+    assert SECTIONS["copy"].summary_lines(m) == ["sequence exact match 50.0000% of 4"]
+    assert SECTIONS["copy"].summary_lines({"nats_per_token": 1.0}) == []
+    assert toy.SECTION.summary_lines(m) == [] and SECTIONS["pg19"].summary_lines(m) == []
