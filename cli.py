@@ -44,7 +44,7 @@ DataDir = Annotated[
 ]
 CheckpointOpt = Annotated[
     str,
-    typer.Option(help="latest | best (the kept checkpoint with the lowest eval loss) | STEP (a kept step)"),
+    typer.Option(help="latest | best (the best kept checkpoint by the section's headline) | STEP (a kept step)"),
 ]
 
 

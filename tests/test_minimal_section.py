@@ -2,6 +2,7 @@
 a synthetic source (every other hook left at its default) trains, evaluates, samples and is
 reported through the functions the CLI calls (repro/app.py, repro/report.py)."""
 
+import dataclasses
 import json
 from dataclasses import dataclass
 
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 
 from repro import app
+from repro.checkpoint import BestBy, Checkpointer
 from repro.config import DataConfig, Experiment, ModelConfig
 from repro.data.pipeline import DatasetInfo, DocumentSource
 from repro.data.text import ByteTokenizer
@@ -69,7 +71,7 @@ SMOKE = Experiment(
     ),
     data=AlphabetData(),
     optim=SMOKE_OPTIM,
-    train=SMOKE_TRAIN,
+    train=dataclasses.replace(SMOKE_TRAIN, eval_every=5),  # two evaluations: a best checkpoint to choose
 )
 SECTION = AlphabetSection({"smoke": SMOKE}, "smoke")
 
@@ -85,6 +87,15 @@ def test_a_minimal_section_runs_evaluates_samples_and_is_reported(alphabet_run, 
     wd, row = alphabet_run
     assert row["section"] == "alphabet" and row["headline"]["key"] == "token_accuracy"
     assert row["steps"] == SMOKE.train.steps and (wd / "results.json").is_file()
+    # The best checkpoint by the headline (accuracy, higher is better; ties: lower nats/token).
+    evals = [json.loads(line) for line in (wd / "metrics.jsonl").read_text().splitlines()]
+    evals = {r["step"]: r for r in evals if "eval/token_accuracy" in r}
+    assert sorted(evals) == [5, 10]
+    best = max(evals, key=lambda k: (evals[k]["eval/token_accuracy"], -evals[k]["eval/nats_per_token"]))
+    assert row["best_checkpoint_step"] == best
+    ckpt = Checkpointer(wd, read_only=True, best=BestBy.headline(SECTION.headline))
+    assert ckpt.metadata(10)["metrics"]["eval_token_accuracy"] == evals[10]["eval/token_accuracy"]
+    ckpt.close()
 
     ev, path = app.evaluate_run(SECTION, wd, show_progress=False)
     assert path.is_file() and ev["metrics"]["token_accuracy"] == pytest.approx(row["metrics"]["token_accuracy"])
