@@ -117,3 +117,22 @@ def test_a_minimal_section_runs_evaluates_samples_and_is_reported(alphabet_run, 
     md = files["md"].read_text()
     assert "\n## alphabet\n" in md and "next-letter accuracy, fraction; higher is better" in md
     assert [k for k in files if k.startswith("curves_alphabet_smoke")] and "![alphabet/smoke curves]" in md
+
+
+def test_the_template_is_a_working_section_that_is_not_discovered():
+    """experiments/_template.py (a leading underscore: never discovered) defines a valid section:
+    its presets round-trip, its source gives training batches, its default prompts are halves."""
+    import experiments._template as template
+    from experiments import SECTIONS
+    from repro.config import experiment_from_dict, experiment_to_dict
+
+    sec = template.SECTION
+    assert isinstance(sec, Section) and sec.name == "template" and "template" not in SECTIONS
+    exp = sec.preset(None)
+    assert experiment_from_dict(json.loads(json.dumps(experiment_to_dict(exp)))) == exp
+    source = sec.source(exp)
+    batch = sec.pipeline(exp, source).train_batch(0, 4)
+    assert batch["inputs"].shape == (4, exp.model.max_context)
+    prompts = sec.prompts(exp, source, 2, None)
+    assert [len(p) for p in prompts.tokens] == [16, 16] and prompts.num_new == 16
+    np.testing.assert_array_equal(np.diff(prompts.tokens[0][1:]) % 256, 1)  # counting up after SOS
