@@ -25,9 +25,8 @@ lint:
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-smoke:  ## every section's smoke preset, end to end (demo corpora built on first use)
-	for s in copy imagenet64 pg19 wikitext103 maestro maestro_audio; do \
-	  $(BIN)/repro run $$s --preset smoke --workdir runs/smoke/$$s --no-progress || exit 1; done
+smoke:  ## every discovered section's smoke presets (and the smoke studies), end to end, then their report in runs/smoke/report (demo corpora built on first use)
+	$(BIN)/repro reproduce --scale smoke --runs runs/smoke --out runs/smoke/report
 
 run-copy:  ## the copy task's CPU preset (a few minutes)
 	$(BIN)/repro run copy

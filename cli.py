@@ -44,7 +44,7 @@ DataDir = Annotated[
 ]
 CheckpointOpt = Annotated[
     str,
-    typer.Option(help="latest | best (the kept checkpoint with the lowest eval loss) | STEP (a kept step)"),
+    typer.Option(help="latest | best (the best kept checkpoint by the section's headline) | STEP (a kept step)"),
 ]
 
 
@@ -77,8 +77,7 @@ def _print_results(sec, row: dict) -> None:
     line = (
         f"nats/token {m['nats_per_token']:.4f} ± {m['nats_per_token_stderr']:.4f}, bits/token {m['bits_per_token']:.4f}"
     )
-    if "sequence_accuracy" in m:
-        line += f", sequence exact match {m['sequence_accuracy']:.4%} of {m['eval_sequences']}"
+    line += "".join(f", {fact}" for fact in sec.summary_lines(m))  # the section's own (copy: exact match)
     out.print(line, highlight=False)
     ds = row["dataset"]
     what = "a reproduction run" if row["reproduction"] else "not a reproduction (scale or data differ from the paper)"

@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -240,6 +241,62 @@ class CopySection(Section):
                 "without the first half)",
             }
         }
+
+    context_plot = False  # runs differ in the task's length, not in context: figures() plots that
+
+    def figures(self, rows: list[tuple[Path, dict[str, Any]]], out: Path) -> dict[str, Path]:
+        """``out/copy/length_scaling.png``: per recorded copy run of Perceiver AR, its final
+        mirrored-half accuracy, steps and wall time vs sequence length; for a curriculum run both
+        its own stage and the whole chain (its earlier stages included)."""
+        from repro.report import is_perceiver
+
+        pts = sorted(
+            (
+                r["config"]["data"]["seq_len"],
+                r["metrics"].get("scored_token_accuracy"),
+                r["steps"],
+                r.get("curriculum_steps", r["steps"]),
+                (r.get("wall_seconds") or 0.0) / 60,
+                (r.get("curriculum_wall_seconds") or r.get("wall_seconds") or 0.0) / 60,
+            )
+            for _, r in rows
+            if r["kind"] == "train" and is_perceiver(r)
+        )
+        if not pts:
+            return {}
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        n = [p[0] for p in pts]
+        fig = Figure(figsize=(12, 3.6))
+        FigureCanvasAgg(fig)
+        ax_acc, ax_steps, ax_wall = fig.subplots(1, 3)
+        err = [max(1.0 - p[1], 1e-6) for p in pts]
+        ax_acc.semilogx(n, err, "o-", base=2)
+        for x, e, p in zip(n, err, pts, strict=True):
+            ax_acc.annotate(f"{p[1]:.3%}", (x, e), fontsize=7, textcoords="offset points", xytext=(3, 4))
+        ax_acc.axhline(1e-3, color="grey", lw=0.8, ls="--")
+        ax_acc.axhline(1 - 1 / 256, color="red", lw=0.8, ls=":")
+        ax_acc.set_yscale("log", base=10)
+        ax_acc.set(xlabel="sequence length", ylabel="final mirrored-half token error", ylim=(1e-5, 1.5),
+                   title="error = 1 - accuracy (held-out; -- 0.1 %, : chance)")  # fmt: skip
+        for ax, i, j, what in ((ax_steps, 2, 3, "steps"), (ax_wall, 4, 5, "wall time (minutes)")):
+            ax.semilogx(n, [p[i] for p in pts], "o-", base=2, label="this length's stage")
+            ax.semilogx(n, [p[j] for p in pts], "s--", base=2, label="whole curriculum")
+            ax.set(xlabel="sequence length", ylabel=what, title=f"{what.split(' (')[0]} to the end of the run")
+            ax.legend(fontsize=8)
+        ax_wall.axhline(30, color="grey", lw=0.8, ls="--")
+        fig.suptitle("copy task, recorded Perceiver AR runs (2 CPU cores)", fontsize=10)
+        fig.tight_layout()
+        dst = out / "copy" / "length_scaling.png"
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(dst, dpi=110)
+        return {"Copy task: accuracy, steps and wall time vs sequence length": dst}
+
+    def summary_lines(self, metrics: dict[str, Any]) -> list[str]:
+        if "sequence_accuracy" not in metrics:
+            return []
+        return [f"sequence exact match {metrics['sequence_accuracy']:.4%} of {metrics['eval_sequences']}"]
 
     def sampling(self, exp: Experiment) -> SamplingSpec:
         # Greedy; the first prefill puts one latent on the last prompt token, so the latents then

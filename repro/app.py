@@ -178,10 +178,11 @@ def load_run(section: Section, workdir: Path, checkpoint: str | int = "latest"):
     """(experiment, built run, restored params, step) of a run directory, read-only.
 
     ``checkpoint``: "latest" (the newest intact checkpoint; a damaged newest one is skipped with a
-    warning), "best" (the kept checkpoint with the lowest eval nats/token, see repro/checkpoint.py)
-    or a kept step. A selector that names no kept checkpoint, or one that is damaged, is a
-    UserError listing the kept steps."""
-    from repro.checkpoint import Checkpointer
+    warning), "best" (the best kept checkpoint by the section's headline metric in its direction,
+    eval nats/token for a lower-is-better one: ``repro.checkpoint.BestBy``) or a kept step. A
+    selector that names no kept checkpoint, or one that is damaged, is a UserError listing the
+    kept steps."""
+    from repro.checkpoint import BestBy, Checkpointer
     from repro.train.loop import build
 
     selector = checkpoint_selector(checkpoint)
@@ -200,7 +201,8 @@ def load_run(section: Section, workdir: Path, checkpoint: str | int = "latest"):
     from repro.checkpoint import restore_step, restore_verified
     from repro.train.loop import config_fingerprint
 
-    ckpt = Checkpointer(workdir, read_only=True)  # never writes, never deletes (a run may be training)
+    # Read-only: never writes, never deletes (a run may be training); "best" as the run ranks it.
+    ckpt = Checkpointer(workdir, read_only=True, best=BestBy.headline(section.headline))
     try:
         if ckpt.latest_step() is None:
             raise UserError(f"{workdir} has no checkpoint yet")

@@ -12,14 +12,17 @@ so the step IS the data-iterator and RNG position; ``meta`` records that explici
 Orbax writes each checkpoint to a temporary directory and renames it when complete, so a crash
 or SIGKILL mid-save leaves the previous checkpoints intact (leftover temporary directories are
 removed when the next run opens the directory). Retention: the latest ``keep`` checkpoints AND
-the ``keep_best`` best by eval nats/token (lower is better) are kept; the rest are deleted.
+the ``keep_best`` best (:class:`BestBy`: by the section's headline metric and its direction;
+eval nats/token for a lower-is-better headline) are kept; the rest are deleted.
 """
 
 from __future__ import annotations
 
 import errno
 import logging
+import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +30,49 @@ import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 
-BEST_METRIC = "eval_nats_per_token"  # lower is better
+BEST_METRIC = "eval_nats_per_token"  # lower is better; recorded by every evaluated checkpoint
 FORMAT = "repro-ckpt-v2"
+
+
+@dataclass(frozen=True)
+class BestBy:
+    """What the best checkpoint of a run is: by its section's headline metric, in its direction.
+
+    A lower-is-better headline (bits/dim, perplexity, nats/event) ranks by eval nats/token, as
+    every checkpoint has always recorded: on one evaluation set those headlines increase with
+    nats/token, so the choice is the same and earlier runs' best checkpoints stay the best. A
+    higher-is-better headline (copy's mirrored-half accuracy) ranks by that metric, recorded as
+    ``eval_<key>`` beside nats/token; ties (two checkpoints at 100 %) go to the lower nats/token,
+    and a checkpoint recorded without it (by earlier code) ranks below every one with it."""
+
+    key: str = "nats_per_token"  # the evaluation metric (a Metric.key) ranked when higher is better
+    higher_is_better: bool = False
+
+    @classmethod
+    def headline(cls, metric) -> BestBy:
+        """The rule of a section's headline :class:`repro.section.Metric`."""
+        return cls(metric.key, True) if metric.higher_is_better else cls()
+
+    @property
+    def recorded_key(self) -> str:
+        return f"eval_{self.key}"
+
+    def metrics(self, eval_metrics: dict[str, Any]) -> dict[str, float]:
+        """What a checkpoint saved after an evaluation records to be ranked by."""
+        out = {BEST_METRIC: float(eval_metrics["nats_per_token"])}
+        value = eval_metrics.get(self.key)
+        if self.higher_is_better and value is not None and math.isfinite(value):
+            out[self.recorded_key] = float(value)
+        return out
+
+    def rank(self, metrics: dict[str, Any]) -> tuple[float, ...]:
+        """A checkpoint's recorded metrics as a sort key, lower = better (the manager keeps the
+        lowest): (nats/token,), or (-headline, nats/token) when higher is better."""
+        nats = float(metrics[BEST_METRIC])
+        if not self.higher_is_better:
+            return (nats,)
+        value = metrics.get(self.recorded_key)
+        return (-float(value) if value is not None else math.inf, nats)
 
 
 class _NoMetricsWarning(logging.Filter):
@@ -78,20 +122,21 @@ def _quiet_background_threads() -> None:
     logging.getLogger("asyncio").setLevel(logging.CRITICAL)
 
 
-def _best_metric(metrics: dict[str, Any]) -> float:
-    return float(metrics[BEST_METRIC])
-
-
 class Checkpointer:
-    def __init__(self, workdir: Path, keep: int = 2, keep_best: int = 1, *, read_only: bool = False):
+    def __init__(
+        self, workdir: Path, keep: int = 2, keep_best: int = 1, *, read_only: bool = False, best: BestBy = BestBy()
+    ):
+        """``best``: how checkpoints are ranked for ``keep_best`` and :meth:`best_step` (a run's
+        writer and its readers pass its section's, ``BestBy.headline(section.headline)``)."""
         self.dir = (Path(workdir) / "checkpoints").absolute()
         self.read_only = read_only
+        self.best = best
         policies: list[Any] = [pp.LatestN(n=max(keep, 1))]
         if keep_best > 0:
             policies.append(
                 pp.BestN(
-                    get_metric_fn=_best_metric,
-                    reverse=True,
+                    get_metric_fn=best.rank,
+                    reverse=True,  # descending rank: the lowest (best) ones last, where BestN keeps
                     n=keep_best,
                     keep_checkpoints_without_metrics=False,
                 )
@@ -100,7 +145,7 @@ class Checkpointer:
             create=not read_only,
             read_only=read_only,
             cleanup_tmp_directories=not read_only,
-            best_fn=_best_metric,  # makes the manager record per-step metrics
+            best_fn=best.rank,  # makes the manager record per-step metrics
             best_mode="min",
             preservation_policy=pp.AnyPreservationPolicy(policies),
             enable_async_checkpointing=False,
@@ -115,7 +160,7 @@ class Checkpointer:
         return self.manager.latest_step()
 
     def best_step(self) -> int | None:
-        """The kept checkpoint with the lowest eval nats/token (None if none has one)."""
+        """The best kept checkpoint by ``self.best`` (None if none has an eval score)."""
         return self.manager.best_step()
 
     def all_steps(self) -> list[int]:
@@ -129,7 +174,8 @@ class Checkpointer:
         metrics: dict[str, float] | None = None,
     ):
         """Save ``state`` at ``step`` (every process must call this). ``metrics`` (e.g.
-        ``{"eval_nats_per_token": x}``) ranks the checkpoint for the keep-best policy."""
+        ``{"eval_nats_per_token": x}``, :meth:`BestBy.metrics`) ranks the checkpoint for the
+        keep-best policy."""
         meta = {
             "format": FORMAT,
             "step": int(step),

@@ -331,7 +331,7 @@ class TrainConfig:
     eval_every: int = 100
     checkpoint_every: int = 500
     keep_checkpoints: int = 2  # the latest N checkpoints are kept ...
-    keep_best_checkpoints: int = 1  # ... and the best N by eval nats/token (0 = off)
+    keep_best_checkpoints: int = 1  # ... and the best N by the section's headline (0 = off; repro/checkpoint.py)
     # A run directory whose newest checkpoint's *parameters* start this run (fresh optimiser, step
     # 0): a curriculum stage, e.g. the copy task at a longer length. Same parameter shapes, except
     # that learned position tables may grow (rows past the source's keep this run's fresh init).

@@ -11,9 +11,12 @@ eval``; ``repro/results.py``) under the given directories, and writes
                              paper where the preset has a paper value for that metric and split;
     plots/*.png              training / evaluation curves per run (from ``metrics.jsonl``; named
                              ``curves_<section>_<preset>_<run>.png`` by the run's directory, so two
-                             runs of one preset never share a file),
-                             copy-task accuracy vs sequence length, the step-time benchmark
-                             (Perceiver AR vs Transformer, from ``bench/training.json``);
+                             runs of one preset never share a file), the held-out headline vs
+                             context (sections whose ``context_plot`` is on), the step-time
+                             benchmark (Perceiver AR vs Transformer, from ``bench/training.json``);
+    <section figures>        each section's own figures (``Section.figures``, e.g. the copy task's
+                             accuracy vs sequence length, ``copy/length_scaling.png``), each under
+                             its heading;
 
 and links the sections' sample images and the deviations log.
 """
@@ -64,7 +67,7 @@ def _label(row: dict[str, Any]) -> str:
     return "not a reproduction: " + ", ".join(why)
 
 
-def _is_perceiver(row: dict[str, Any]) -> bool:
+def is_perceiver(row: dict[str, Any]) -> bool:
     """A Perceiver AR run (fewer latents than inputs), not its Transformer baseline (M = N)."""
     m = row["config"]["model"]
     return m["num_latents"] < m["max_context"]
@@ -103,7 +106,7 @@ def rows_table(sections: dict, found: list[tuple[Path, dict[str, Any]]]):
         value = h["value"]
         recs.append({
             "section": r["section"], "source": "ours", "table": "",
-            "model": "Perceiver AR" if _is_perceiver(r) else "Transformer (M = N)",
+            "model": "Perceiver AR" if is_perceiver(r) else "Transformer (M = N)",
             "metric": h["key"], "unit": h["unit"], "split": r["split"], "value": value, "stderr": h["stderr"],
             "delta_vs_paper": (value - paper) if (paper is not None and value is not None) else None,
             "scale": r["scale"], "dataset": dataset_label(r["dataset"]["name"], r["dataset"]["variant"]),
@@ -189,54 +192,6 @@ def _curves(path: Path, row: dict[str, Any], out: Path, run: str = "") -> Path |
     return dst
 
 
-def _copy_lengths(found, out: Path) -> Path | None:
-    """results/copy/length_scaling.png: per recorded copy run of Perceiver AR, its final
-    mirrored-half accuracy, steps and wall time vs sequence length; for a curriculum run both its
-    own stage and the whole chain (its earlier stages included)."""
-    pts = sorted(
-        (
-            r["config"]["data"]["seq_len"],
-            r["metrics"].get("scored_token_accuracy"),
-            r["steps"],
-            r.get("curriculum_steps", r["steps"]),
-            (r.get("wall_seconds") or 0.0) / 60,
-            (r.get("curriculum_wall_seconds") or r.get("wall_seconds") or 0.0) / 60,
-        )
-        for p, r in found
-        if r["section"] == "copy" and r["kind"] == "train" and _is_perceiver(r)
-    )
-    if not pts:
-        return None
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    n = [p[0] for p in pts]
-    fig = Figure(figsize=(12, 3.6))
-    FigureCanvasAgg(fig)
-    ax_acc, ax_steps, ax_wall = fig.subplots(1, 3)
-    err = [max(1.0 - p[1], 1e-6) for p in pts]
-    ax_acc.semilogx(n, err, "o-", base=2)
-    for x, e, p in zip(n, err, pts, strict=True):
-        ax_acc.annotate(f"{p[1]:.3%}", (x, e), fontsize=7, textcoords="offset points", xytext=(3, 4))
-    ax_acc.axhline(1e-3, color="grey", lw=0.8, ls="--")
-    ax_acc.axhline(1 - 1 / 256, color="red", lw=0.8, ls=":")
-    ax_acc.set_yscale("log", base=10)
-    ax_acc.set(xlabel="sequence length", ylabel="final mirrored-half token error", ylim=(1e-5, 1.5),
-               title="error = 1 - accuracy (held-out; -- 0.1 %, : chance)")  # fmt: skip
-    for ax, i, j, what in ((ax_steps, 2, 3, "steps"), (ax_wall, 4, 5, "wall time (minutes)")):
-        ax.semilogx(n, [p[i] for p in pts], "o-", base=2, label="this length's stage")
-        ax.semilogx(n, [p[j] for p in pts], "s--", base=2, label="whole curriculum")
-        ax.set(xlabel="sequence length", ylabel=what, title=f"{what.split(' (')[0]} to the end of the run")
-        ax.legend(fontsize=8)
-    ax_wall.axhline(30, color="grey", lw=0.8, ls="--")
-    fig.suptitle("copy task, recorded Perceiver AR runs (2 CPU cores)", fontsize=10)
-    fig.tight_layout()
-    dst = out / "copy" / "length_scaling.png"
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(dst, dpi=110)
-    return dst
-
-
 def _context_plots(sections: dict, found, out: Path) -> dict[str, Path]:
     """Held-out headline metric vs context length, per section and dataset, where recorded runs
     exist at two or more contexts."""
@@ -245,7 +200,7 @@ def _context_plots(sections: dict, found, out: Path) -> dict[str, Path]:
 
     plots = {}
     for name, sec in sections.items():
-        if name == "copy":  # lengths differ by task, not by context: _copy_lengths plots them
+        if not sec.context_plot:  # e.g. copy: its lengths differ by task, not by context
             continue
         groups: dict[str, list[tuple[int, float]]] = {}
         for _, r in found:
@@ -466,12 +421,10 @@ def write_report(sections: dict, paths: list[Path], out: Path, deviations: Path 
                     md.append(f"\n![{name}/{r['preset']} sample {s.name}]({rel(s)})\n")
         else:
             md.append("\nNo recorded run of ours yet.\n")
-    c = _copy_lengths(found, out)
-    if c:
-        plots["copy_accuracy_vs_length"] = c
-        md.append(
-            f"\n## Copy task: accuracy, steps and wall time vs sequence length\n\n![copy length scaling]({rel(c)})\n"
-        )
+    for name, sec in sections.items():  # each section's own figures (Section.figures), under their headings
+        for heading, png in sec.figures([(p, r) for p, r in found if r["section"] == name], out).items():
+            plots[f"{name}_{png.stem}"] = png
+            md.append(f"\n## {heading}\n\n![{name} {png.stem.replace('_', ' ')}]({rel(png)})\n")
     for key, c in _context_plots(sections, found, out).items():
         plots[key] = c
         md.append(f"\n## Held-out metric vs context length\n\n![{key}]({rel(c)})\n")

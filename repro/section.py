@@ -6,7 +6,9 @@ section says what is particular to it: presets, the headline metric, its data (a
 :class:`~repro.data.pipeline.DocumentSource`: synthetic, or a corpus prepared by its raw-data
 module in ``repro/data/``), its default evaluation protocol, how to sample and how to show
 samples, an optional stop rule, simple baselines and the paper's numbers. Everything else
-(training, crops, windows, protocols, metrics, results rows, checkpoints) is shared.
+(training, crops, windows, protocols, metrics, results rows, checkpoints) is shared. Only the
+name, the data config, the headline and the source are required: every other hook has a working
+default (docs/adding_a_section.md).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import numpy as np
 from repro.config import ConfigError, DataConfig, Experiment, OptimConfig, TrainConfig
 from repro.data.pipeline import DocumentSource, Pipeline
 from repro.data.source import DataError, RawFormat
+from repro.data.tokens import NUM_RESERVED, SOS_ID
 
 # Every section's smoke preset trains like this: a few steps of a tiny model, for tests.
 SMOKE_OPTIM = OptimConfig(lr=3e-3, warmup_steps=5)
@@ -88,8 +91,9 @@ class Prompts:
 
 
 class Section:
-    """Base class of a paper section (see the module docstring). Subclasses set the class
-    attributes and implement :meth:`source`; every other hook has a default."""
+    """Base class of a paper section (see the module docstring). Subclasses set ``name``,
+    ``data_config`` and ``headline`` and implement :meth:`source`; every other hook has a working
+    default (docs/adding_a_section.md lists them)."""
 
     name: ClassVar[str]
     title: ClassVar[str] = ""  # e.g. "ImageNet 64x64 (paper §5.2)"
@@ -165,12 +169,76 @@ class Section:
         return SamplingSpec()
 
     def prompts(self, exp: Experiment, source: DocumentSource, num: int, prompt: str | None) -> Prompts:
-        raise DataError(f"section '{self.name}' has no prompts for sampling")
+        """Default: the first ``num`` documents of ``data.eval_split`` (held out), each cut in half:
+        the first half (SOS included) is the prompt, the second half (EOS included) the true
+        continuation shown beside the sample. A half longer than the model's context is cut to
+        ``max_context`` tokens (the prompt's start and the continuation's start are kept), so a
+        sample never takes longer than generating one context. ``prompt``: data the source's
+        tokenizer encodes (``source.tokenizer.encode``), continued for as many tokens as it has
+        (at most ``max_context``); a source without a tokenizer takes no ``--prompt``."""
+        L = exp.model.max_context
+        if prompt is not None:
+            tokenizer = getattr(source, "tokenizer", None)
+            if tokenizer is None:
+                raise DataError(f"section '{self.name}' takes no --prompt: its data has no tokenizer to encode one")
+            try:
+                content = np.asarray(tokenizer.encode(prompt), np.int64).ravel()
+            except NotImplementedError as e:
+                raise DataError(f"section '{self.name}' takes no --prompt: {e}") from None
+            if not len(content):
+                raise DataError("the prompt encodes to no tokens")
+            tokens = np.concatenate([[SOS_ID], content + NUM_RESERVED]).astype(np.int32)
+            return Prompts([tokens], min(len(tokens), L), [None], ["--prompt"], source)
+        split = exp.data.eval_split
+        docs = source.eval_documents(split, num)
+        if not len(docs):
+            raise DataError(f"the {split} split has no documents to prompt with")
+        tokens, expected, labels = [], [], []
+        for i in range(min(num, len(docs))):
+            t = docs[i].tokens
+            cut = min(len(t) // 2, L)  # >= 1: a document has SOS and at least one target
+            tokens.append(t[:cut])
+            expected.append(t[cut : cut + L])
+            labels.append(f"{split} document {i}")
+        return Prompts(tokens, max(len(e) for e in expected), expected, labels, source)
 
     def write_samples(
         self, exp: Experiment, prompts: Prompts, generated: list[np.ndarray], outdir: Path, settings: dict
     ) -> dict[str, Any]:
-        raise DataError(f"section '{self.name}' cannot write samples")
+        """Default: ``outdir/samples.json``, per sample its label, prompt, output and truth (the
+        true continuation, or None), decoded with the source's tokenizer (``source.tokenizer``:
+        text for text tokenizers, values for value tokenizers); the model's token ids where the
+        source has no tokenizer or its tokenizer's data is not JSON (e.g. MIDI). Returns the
+        summary written beside them."""
+        from repro.runinfo import write_json_atomic
+
+        decode, decoded_as = sample_decoder(prompts.source)
+        rows = []
+        for k, (p, g, e) in enumerate(zip(prompts.tokens, generated, prompts.expected, strict=True)):
+            label = prompts.labels[k] if k < len(prompts.labels) else f"sample {k}"
+            rows.append({"label": label, "prompt": decode(p), "output": decode(g),
+                         "truth": None if e is None else decode(e)})  # fmt: skip
+        summary = {"section": self.name, "preset": exp.preset, "samples": len(rows), "decoded_as": decoded_as,
+                   "settings": settings}  # fmt: skip
+        write_json_atomic(outdir / "samples.json", {"summary": summary, "samples": rows})
+        return summary
+
+    # ---------------------------------------------------------------- reporting
+    # ``repro report`` plots the held-out headline against the model's context for runs that
+    # differ in it; off where runs differ along another axis (copy: the task's length).
+    context_plot: ClassVar[bool] = True
+
+    def figures(self, rows: list[tuple[Path, dict[str, Any]]], out: Path) -> dict[str, Path]:
+        """The section's own figures in ``repro report``: ``rows`` are its result rows (the result
+        file, the row: ``repro/results.py``), ``out`` the report's folder; returns ``{heading:
+        png}`` for the figures written, each shown under its ``## heading`` with the alt text
+        "<section> <file stem, _ as spaces>". Default: none (copy: accuracy vs length)."""
+        return {}
+
+    def summary_lines(self, metrics: dict[str, Any]) -> list[str]:
+        """Facts of an evaluation's ``metrics`` that ``repro run`` / ``repro eval`` print after
+        nats/token and bits/token, each after ", " (copy: the sequence exact match). Default: none."""
+        return []
 
     # ---------------------------------------------------------------- helpers
     def preset(self, name: str | None) -> Experiment:
@@ -178,6 +246,31 @@ class Section:
         if name not in self.presets:
             raise ConfigError(f"unknown preset '{name}' for {self.name} (available: {', '.join(self.presets)})")
         return self.presets[name]
+
+
+def sample_decoder(source: DocumentSource | None) -> tuple[Callable[[np.ndarray], Any], str]:
+    """(decode, name) for samples of ``source``: ``decode`` maps model tokens [T] to JSON data,
+    ``name`` is the tokenizer's identity (or "token ids") for the samples' summary. With a
+    tokenizer the reserved ids (PAD, EOS, SOS) are dropped and the content ids decoded (a string,
+    or a list for array data); token ids where there is no tokenizer, where the tokenizer's data
+    is not JSON (e.g. a PrettyMIDI) or where it refuses the ids (e.g. a code of the wrong level)."""
+    tokenizer = getattr(source, "tokenizer", None)
+    if tokenizer is None:
+        return (lambda tokens: np.asarray(tokens).tolist()), "token ids"
+
+    def decode(tokens: np.ndarray) -> Any:
+        t = np.asarray(tokens)
+        try:
+            data = tokenizer.decode(t[t >= NUM_RESERVED] - NUM_RESERVED)
+        except (NotImplementedError, ValueError):
+            return t.tolist()
+        if isinstance(data, str):
+            return data
+        if isinstance(data, np.ndarray):
+            return data.tolist()
+        return t.tolist()
+
+    return decode, tokenizer.identity
 
 
 DEMO_MARKER = "REPRO_DEMO.txt"  # in a demo raw directory: prepared corpora from it are labelled demo

@@ -75,3 +75,28 @@ def test_report_plots_metric_vs_context_when_runs_differ_in_context(tmp_path):
     files = write_report({"imagenet64": IM}, [tmp_path / "runs"], tmp_path / "out")
     assert [k for k in files if k.startswith("context_")] == ["context_imagenet64_0"]
     assert "Held-out metric vs context length" in files["md"].read_text()
+
+
+def test_section_figures_come_from_the_section_hook(tmp_path):
+    """The copy task's length-scaling figure is its section's ``figures`` (no shared code names
+    copy): written under the report's folder, shown under its heading, and no context plot for
+    copy although its runs differ in context (their lengths differ by task)."""
+    import dataclasses
+
+    copy = SECTIONS["copy"]
+    synthetic = DatasetInfo("copy (synthetic mirrored sequences)", "random_mirrored_32", True)
+    for i, n in enumerate((32, 64)):
+        exp = copy.presets["smoke"]
+        exp = dataclasses.replace(exp, preset=f"len{n}", model=dataclasses.replace(exp.model, max_context=n),
+                                  data=dataclasses.replace(exp.data, seq_len=n))  # fmt: skip
+        row = make_row(kind="train", exp=exp, section=copy, dataset=synthetic, split="validation", steps=10 * (i + 1),
+                       num_params=1, metrics={"scored_token_accuracy": 0.5 + i / 4, "protocol": "blocked:16"},
+                       wall_seconds=60.0)  # fmt: skip
+        write_row(tmp_path / "runs" / str(n) / "results.json", row)
+    files = write_report({"copy": copy}, [tmp_path / "runs"], tmp_path / "out")
+    md = files["md"].read_text()
+    assert (tmp_path / "out" / "copy" / "length_scaling.png").is_file()
+    assert ("\n## Copy task: accuracy, steps and wall time vs sequence length\n\n"
+            "![copy length scaling](copy/length_scaling.png)\n") in md  # fmt: skip
+    assert "Held-out metric vs context length" not in md and not any(k.startswith("context_") for k in files)
+    assert copy.figures([], tmp_path / "none") == {} and IM.figures([], tmp_path / "none") == {}

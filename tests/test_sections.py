@@ -147,3 +147,26 @@ def test_paper_preset_without_data_names_the_prepare_command(tmp_path):
     paper = dataclasses.replace(toy.SMOKE, preset="smoke", scale="custom", data=toy.ToyData(corpus="main"))
     with pytest.raises(app.UserError, match="repro data prepare toy --source DIR"):
         app.pipeline_for(toy.SECTION, paper, tmp_path)
+
+
+def test_summary_lines_are_the_sections_own():
+    """`repro run` / `repro eval` print a section's extra facts after nats/token (copy: exact match)."""
+    m = {"nats_per_token": 1.0, "sequence_accuracy": 0.5, "eval_sequences": 4}
+    assert SECTIONS["copy"].summary_lines(m) == ["sequence exact match 50.0000% of 4"]
+    assert SECTIONS["copy"].summary_lines({"nats_per_token": 1.0}) == []
+    assert toy.SECTION.summary_lines(m) == [] and SECTIONS["pg19"].summary_lines(m) == []
+
+
+def test_run_and_eval_print_the_sections_summary_lines(capsys):
+    import cli
+    from repro.data.pipeline import DatasetInfo
+    from repro.results import make_row
+
+    m = {"nats_per_token": 1.0, "nats_per_token_stderr": 0.01, "bits_per_token": 1.4427, "sequence_accuracy": 0.5,
+         "eval_sequences": 4, "scored_token_accuracy": 0.75, "protocol": "blocked:16"}  # fmt: skip
+    for sec, extra in ((SECTIONS["copy"], ", sequence exact match 50.0000% of 4"), (toy.SECTION, "")):
+        exp = sec.presets["smoke"]
+        row = make_row(kind="eval", exp=exp, section=sec, dataset=DatasetInfo("d", "v", False), split="validation",
+                       metrics=m, steps=1, num_params=1)  # fmt: skip
+        cli._print_results(sec, row)
+        assert f"nats/token 1.0000 ± 0.0100, bits/token 1.4427{extra}\n" in capsys.readouterr().out

@@ -441,6 +441,16 @@ class AudioCodes(Tokenizer):
         codes_FxL = np.asarray(codes_FxL, np.int64)
         return (codes_FxL + np.arange(self.levels) * self.codes_per_level).reshape(-1).astype(np.int32)
 
+    def encode(self, codes_FxL: np.ndarray) -> np.ndarray:
+        """Codes [frames, levels] -> content ids (:meth:`interleave`, the inverse of :meth:`decode`);
+        ValueError for another number of levels or a code outside [0, codes_per_level)."""
+        c = np.asarray(codes_FxL)
+        if c.ndim != 2 or c.shape[1] != self.levels:
+            raise ValueError(f"codes must be [frames, {self.levels}], got shape {c.shape}")
+        if c.size and (c.min() < 0 or c.max() >= self.codes_per_level):
+            raise ValueError(f"codes must be in [0, {self.codes_per_level}), got {c.min()}..{c.max()}")
+        return self.interleave(c)
+
     def decode(self, content: np.ndarray) -> np.ndarray:
         """Content ids -> codes [frames, levels] (a trailing partial frame is dropped); ValueError
         when an id is not of its position's level."""

@@ -290,6 +290,11 @@ class PerformanceEncoding(Tokenizer):
         """A MIDI file (path, bytes or PrettyMIDI) -> int32 content ids."""
         return self.encode_notes(self.notes_from_midi(src))
 
+    def encode(self, data) -> np.ndarray:
+        """The tokenizer interface's encode: a MIDI file (path, bytes or PrettyMIDI, what
+        :meth:`decode` returns) -> int32 content ids (:meth:`encode_midi`)."""
+        return self.encode_midi(data)
+
     def encode_notes(self, notes: Sequence[Note]) -> np.ndarray:
         """Steps 4-6 on notes (already in range and sustained; order breaks exact ties)."""
         bad = [n.pitch for n in notes if not self.min_pitch <= n.pitch <= self.max_pitch]

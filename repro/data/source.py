@@ -82,7 +82,14 @@ class RawDoc:
 
 class Tokenizer:
     """Content ids <-> the data. ``identity`` names it (e.g. "sentencepiece:unigram:8000");
-    ``files`` are the files that define it (copied into the prepared corpus and hashed)."""
+    ``files`` are the files that define it (copied into the prepared corpus and hashed).
+
+    Every concrete tokenizer implements both directions: ``encode(data) -> content ids`` (what a
+    ``--prompt`` and a section's reader turn data into) and ``decode(content ids) -> data`` (what
+    samples are shown as), with ``decode(encode(x))`` equal to ``x`` up to the tokenizer's own
+    normalisation. The base class raises NotImplementedError naming the class for either, so a
+    tokenizer that lacks one fails with one clear line rather than an AttributeError
+    (tests/test_data.py checks every tokenizer in ``repro/data``)."""
 
     identity: str = "identity"
     vocab_size: int = 256
@@ -96,9 +103,13 @@ class Tokenizer:
             h.update(Path(f).read_bytes())
         return h.hexdigest()[:16]
 
+    def encode(self, data: Any) -> np.ndarray:
+        """The data (text for text tokenizers) as 1-D content ids in [0, vocab_size)."""
+        raise NotImplementedError(f"tokenizer {type(self).__name__} ({self.identity}) does not encode")
+
     def decode(self, content: np.ndarray) -> Any:
         """Content ids back to the data (text for text tokenizers)."""
-        raise NotImplementedError
+        raise NotImplementedError(f"tokenizer {type(self).__name__} ({self.identity}) does not decode")
 
 
 class ByteValues(Tokenizer):
@@ -106,6 +117,16 @@ class ByteValues(Tokenizer):
 
     identity = "byte-values:256"
     vocab_size = 256
+
+    def encode(self, data: Any) -> np.ndarray:
+        """Values 0..255 (an array of any shape, flattened; or ``bytes``) as uint8 content ids;
+        ValueError for a value outside 0..255 (it is no byte value, not to be wrapped around)."""
+        if isinstance(data, bytes | bytearray):
+            return np.frombuffer(bytes(data), np.uint8).copy()
+        values = np.asarray(data).ravel()
+        if values.size and (values.min() < 0 or values.max() > 255):
+            raise ValueError(f"byte values must be 0..255, got {values.min()}..{values.max()}")
+        return values.astype(np.uint8)
 
     def decode(self, content: np.ndarray) -> np.ndarray:
         return np.asarray(content, np.uint8)

@@ -44,7 +44,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from repro import config as C
-from repro.checkpoint import BEST_METRIC, Checkpointer, restore_verified, state_checksum
+from repro.checkpoint import BestBy, Checkpointer, restore_verified, state_checksum
 from repro.data.pipeline import Pipeline, Prefetcher
 from repro.data.store import check_run_data, record_run_data
 from repro.eval.evaluate import evaluate
@@ -261,7 +261,8 @@ def train(
     with _workdir_lock(workdir, is_main):
         _check_workdir(workdir, exp)
         run = build(exp, init=False)
-        ckpt = Checkpointer(workdir, keep=t.keep_checkpoints, keep_best=t.keep_best_checkpoints)
+        ckpt = Checkpointer(workdir, keep=t.keep_checkpoints, keep_best=t.keep_best_checkpoints,
+                            best=BestBy.headline(section.headline))  # fmt: skip
         try:
             # train.init_from is read before config.json is written: a bad source leaves nothing
             # that would block the corrected command in the same workdir.
@@ -464,7 +465,7 @@ def _train(exp, section, dataset: Pipeline, workdir: Path, run: Run, ckpt: Check
             "stopped_early": bool(stopped_early),
             "state_checksum": state_checksum({"params": run.params, "opt_state": run.opt_state}),
         }
-        metrics = {BEST_METRIC: eval_metrics["nats_per_token"]} if eval_metrics else None
+        metrics = ckpt.best.metrics(eval_metrics) if eval_metrics else None
         ckpt.save(step, {"params": run.params, "opt_state": run.opt_state}, meta, metrics)
 
     first_bad = jnp.int32(-1)
