@@ -81,7 +81,7 @@ def _print_results(sec, row: dict) -> None:
     out.print(line, highlight=False)
     ds = row["dataset"]
     what = "a reproduction run" if row["reproduction"] else "not a reproduction (scale or data differ from the paper)"
-    from repro.data.pipeline import dataset_label
+    from repro.data.source import dataset_label
 
     corpus = f"corpus '{ds['corpus']}', " if ds.get("corpus") else ""
     out.print(f"data: {corpus}{dataset_label(ds['name'], ds['variant'])}, split {row['split']}, "
@@ -315,7 +315,7 @@ def _file_progress():
 
 
 def _print_manifest(m: dict, path: Path) -> None:
-    from repro.data.pipeline import dataset_label
+    from repro.data.source import dataset_label
     from repro.data.store import data_identity
 
     origin = m.get("origin") or ("paper" if m.get("is_paper_data") else "demo")

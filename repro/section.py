@@ -3,7 +3,7 @@
 A section is one file in ``experiments/`` defining a :class:`Section` subclass and an instance
 ``SECTION`` of it; ``experiments/__init__.py`` finds every such file (no registry to edit). The
 section says what is particular to it: presets, the headline metric, its data (a
-:class:`~repro.data.pipeline.DocumentSource`: synthetic, or a corpus prepared by its raw-data
+:class:`~repro.data.source.DocumentSource`: synthetic, or a corpus prepared by its raw-data
 module in ``repro/data/``), its default evaluation protocol, how to sample and how to show
 samples, an optional stop rule, simple baselines and the paper's numbers. Everything else
 (training, crops, windows, protocols, metrics, results rows, checkpoints) is shared. Only the
@@ -23,8 +23,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from repro.config import ConfigError, DataConfig, Experiment, OptimConfig, TrainConfig
-from repro.data.pipeline import DocumentSource, Pipeline
-from repro.data.source import DataError, RawFormat
+from repro.data.pipeline import Pipeline
+from repro.data.source import DataError, DocumentSource, RawFormat
 from repro.data.tokens import NUM_RESERVED, SOS_ID
 
 # Every section's smoke preset trains like this: a few steps of a tiny model, for tests.

@@ -159,7 +159,7 @@ def test_summary_lines_are_the_sections_own():
 
 def test_run_and_eval_print_the_sections_summary_lines(capsys):
     import cli
-    from repro.data.pipeline import DatasetInfo
+    from repro.data.source import DatasetInfo
     from repro.results import make_row
 
     m = {"nats_per_token": 1.0, "nats_per_token_stderr": 0.01, "bits_per_token": 1.4427, "sequence_accuracy": 0.5,

@@ -17,8 +17,7 @@ from test_maestro_data import _maestro
 
 from experiments import SECTIONS
 from repro import app
-from repro.data.pipeline import DatasetInfo, dataset_label
-from repro.data.source import DataError, SourceFile
+from repro.data.source import DataError, DatasetInfo, SourceFile, dataset_label
 from repro.data.store import data_identity, read_manifest
 from repro.data.text import ByteTokenizer, _file_lines
 from repro.results import read_row

@@ -39,8 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from repro.data.pipeline import DatasetInfo, DocumentSource
-from repro.data.source import SPLITS, DataError, RawFormat, SkipFile, Tokenizer
+from repro.data.source import SPLITS, CorpusSource, DataError, DatasetInfo, RawFormat, SkipFile, Tokenizer
 from repro.data.tokens import EOS_ID, NUM_RESERVED, SOS_ID
 from repro.eval.protocols import Document
 
@@ -358,8 +357,8 @@ def list_corpora(root: Path) -> list[dict[str, Any]]:
     return out
 
 
-class Corpus(DocumentSource):
-    """A prepared corpus as a :class:`DocumentSource` (memory-mapped; nothing is loaded up front).
+class Corpus(CorpusSource):
+    """A prepared corpus as a :class:`CorpusSource` (memory-mapped; nothing is loaded up front).
 
     ``fmt.tokens`` / ``fmt.positions`` turn stored content into the model's sequences under the
     preset's data config (e.g. an image ordering, a lower resolution)."""
