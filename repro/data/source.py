@@ -171,7 +171,17 @@ class RawFormat:
         return ByteValues()
 
     def load_tokenizer(self, corpus_dir: Path, manifest: dict[str, Any]) -> Tokenizer:
-        """The tokenizer of a prepared corpus (from the files ``fit_tokenizer`` wrote)."""
+        """The tokenizer of a prepared corpus (from the files ``fit_tokenizer`` wrote). The default
+        loads the default ``fit_tokenizer``'s byte values only: a corpus prepared with another
+        tokenizer (a format that overrides ``fit_tokenizer`` but not this) is one DataError line,
+        never decoded with the wrong table. The store checks every format's tokenizer against
+        the manifest too (``repro/data/store.py``: ``load_tokenizer``)."""
+        identity = (manifest.get("tokenizer") or {}).get("identity", ByteValues.identity)
+        if identity != ByteValues.identity:
+            raise DataError(
+                f"{corpus_dir}: prepared with tokenizer '{identity}', which {type(self).__name__} cannot load "
+                "(it defines fit_tokenizer but no load_tokenizer)"
+            )
         return ByteValues()
 
     def read(self, f: SourceFile, tokenizer: Tokenizer) -> Iterator[RawDoc]:
