@@ -113,7 +113,7 @@ class TemplateSection(Section):
     title = "Template: counting (not a paper section)"  # the report's heading (default: the name)
     # paper_numbers = (PaperNumber(...),)     the paper's numbers the report compares with
     # default_protocol(exp)                   "blocked:<num_latents>"
-    # bits_per_dim(exp)                       False (image sections: True)
+    # bits_per_dim(exp)                       headline.key == "bits_per_dim" (image sections)
     # stop(exp, eval_metrics)                 never stop early
     # baselines(exp, source, split, num)      none (e.g. a unigram, a chance level)
     # sampling(exp)                           SamplingSpec(): plain sampling, temperature 1

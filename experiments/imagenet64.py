@@ -153,9 +153,6 @@ class ImageNetSection(CorpusSection):
         ratio to the number of latents)."""
         return f"blocked:{max(exp.model.num_latents // 2, 1)}"
 
-    def bits_per_dim(self, exp: Experiment) -> bool:
-        return True
-
     def baselines(self, exp: Experiment, source, split: str, num: int | None = None) -> dict:
         """Unigram (training histogram) and previous-pixel (same channel) models, in bits/dim on
         the same evaluation images, computed from the same prepared corpus."""

@@ -111,6 +111,11 @@ class Section:
             if type(exp.data) is not self.data_config:
                 raise ValueError(f"preset {self.name}/{name}: data is {type(exp.data).__name__}, "
                                  f"not {self.data_config.__name__}")  # fmt: skip
+        # The raw format names the section its manifests are written for: the same name, checked.
+        fmt = self.raw_format
+        if fmt is not None and fmt.section != self.name:
+            raise ValueError(f"section {self.name}: its raw_format {type(fmt).__name__} is for section "
+                             f"'{fmt.section}' (RawFormat.section must be the section's name)")  # fmt: skip
 
     # ---------------------------------------------------------------- data
     def source(self, exp: Experiment, data_dir: Path | None = None, *, log: Callable[[str], None] | None = None):
@@ -143,8 +148,9 @@ class Section:
         return f"blocked:{exp.model.num_latents}"
 
     def bits_per_dim(self, exp: Experiment) -> bool:
-        """Report bits per dimension (image sections)."""
-        return False
+        """Report bits per dimension: derived from the headline (image sections' is
+        ``bits_per_dim``), so the headline's metric is always one the evaluation emits."""
+        return self.headline.key == "bits_per_dim"
 
     def stop(self, exp: Experiment, eval_metrics: dict[str, Any]) -> bool:
         """Stop training early after this evaluation? (copy: once accuracy reaches a target)."""

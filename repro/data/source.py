@@ -145,7 +145,7 @@ class ByteValues(Tokenizer):
 class RawFormat:
     """Base class of a section's raw-layout reader (see the module docstring)."""
 
-    section: str = ""
+    section: str = ""  # the owning Section's name (checked by Section: the manifests' "section")
     evaluate_eos: bool = True  # False: EOS is not an evaluated target (images: bits per sub-pixel)
 
     def variant(self, source: Path) -> str:
