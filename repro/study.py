@@ -212,6 +212,7 @@ def calibrate() -> float:
     exists (its FLOPs per step x steps / training seconds), else a constant measured once."""
     rec = Path(__file__).resolve().parent.parent / "results" / "pg19" / "cpu" / "results.json"
     try:
+        import experiments  # noqa: F401 - registers pg19's data config: the recorded config reads back into it
         from repro.config import experiment_from_dict
         from repro.flops import train_step_flops
 

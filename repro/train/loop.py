@@ -324,6 +324,8 @@ def _params_from(src: Path, run: Run, warn) -> tuple[Any, int]:
     if not (src / "checkpoints").is_dir():
         raise C.ConfigError(f"train.init_from={src}: no checkpoints/ there (a run directory of `repro run`)")
     like = run.abstract
+    import experiments  # noqa: F401 - registers every section's data config: config.json reads back into it
+
     try:  # the source's own shapes, from its config.json (its position tables may be smaller)
         src_exp = C.experiment_from_dict(json.loads((src / "config.json").read_text()))
         src_abstract = build(dataclasses.replace(src_exp, mesh=run.exp.mesh), mesh=run.mesh, init=False).abstract
