@@ -690,6 +690,12 @@ def main() -> None:
     """Console entry point (see ``_main``). Whatever the outcome, once the command is over a
     Ctrl-C during interpreter teardown (JAX's thread pools take a moment) must not kill the
     process with SIGINT: SIG_IGN survives finalisation, which resets Python-level handlers."""
+    # Process-wide tuning is the program's, not the library's (``import repro`` changes nothing
+    # process-wide; it used to apply this on import): glibc's allocator settings, before the
+    # command starts JAX's threads (repro/allocator.py: no per-step page faults on CPU).
+    from repro.allocator import tune_allocator
+
+    tune_allocator()
     try:
         _main()
     finally:

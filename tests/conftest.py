@@ -19,6 +19,12 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+# The allocator tuning `repro` commands apply in cli.main (``import repro`` changes nothing
+# process-wide): the in-process tests train and evaluate as a command does.
+from repro.allocator import tune_allocator  # noqa: E402
+
+tune_allocator()
+
 
 def repro_cmd(*args) -> list[str]:
     exe = shutil.which("repro", path=str(Path(sys.executable).parent))
