@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import ld, varint, write_tfrecord
 from PIL import Image
 
 from repro.config import ConfigError
@@ -226,33 +227,11 @@ def test_npz_streams_in_chunks_and_converts_chw(tmp_path, monkeypatch):
 
 
 # ----------------------------------------------------------------------------------------- tfds
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b, n = n & 0x7F, n >> 7
-        out.append(b | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _ld(field: int, payload: bytes) -> bytes:
-    return _varint(field << 3 | 2) + _varint(len(payload)) + payload
-
-
 def tf_example(png: bytes) -> bytes:
     """tf.train.Example{features{feature{"label": int64_list[5]}, feature{"image": bytes_list[png]}}}."""
-    label = _ld(1, b"label") + _ld(2, _ld(3, _ld(1, _varint(5))))
-    image = _ld(1, b"image") + _ld(2, _ld(1, _ld(1, png)))
-    return _ld(1, _ld(1, label) + _ld(1, image))
-
-
-def write_tfrecord(path: Path, records: list[bytes]) -> None:
-    with open(path, "wb") as f:
-        for r in records:
-            n = struct.pack("<Q", len(r))
-            f.write(
-                n + struct.pack("<I", imagenet64.masked_crc32c(n)) + r + struct.pack("<I", imagenet64.masked_crc32c(r))
-            )
+    label = ld(1, b"label") + ld(2, ld(3, ld(1, varint(5))))
+    image = ld(1, b"image") + ld(2, ld(1, ld(1, png)))
+    return ld(1, ld(1, label) + ld(1, image))
 
 
 def test_crc32c_known_value():
@@ -281,7 +260,7 @@ def test_tfds_tfrecords_read_without_tensorflow(tmp_path):
     bad.write_bytes(bytes(raw))
     with pytest.raises(DataError, match="tfrecord-00000-of-00002.*length CRC"):
         read_all(files["train"][:1])
-    write_tfrecord(bad, [_ld(1, _ld(1, _ld(1, b"label")))])
+    write_tfrecord(bad, [ld(1, ld(1, ld(1, b"label")))])
     with pytest.raises(DataError, match=r"tfrecord-00000-of-00002#0.*found 0"):
         read_all(files["train"][:1])
 

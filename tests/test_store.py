@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 import toy_section as toy
+from conftest import one_error_line
 
 from repro.data.source import DataError, RawFormat
 from repro.data.store import Corpus, content_dtype, list_corpora, prepare, read_manifest, verify
@@ -191,8 +192,7 @@ def test_cli_data_demo_prepare_verify_info(cli_inproc, tmp_path):
 def test_cli_data_bad_input_is_one_line(cli_inproc, monkeypatch, tmp_path, args, message):
     monkeypatch.chdir(tmp_path)
     code, out, err = cli_inproc(*args)
-    lines = [x for x in err.splitlines() if x.strip()]
-    assert code == 2 and len(lines) == 1 and message in lines[0] and lines[0].startswith("error:"), err
+    assert message in one_error_line(code, err), err
     assert not (tmp_path / "data").exists()
 
 
