@@ -37,6 +37,7 @@ out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)  # pip
 err = Console(stderr=True, soft_wrap=True)  # an error stays on one line
 
 
+import repro.app  # noqa: E402 - what the commands do (repro.app.run, ...)
 from repro.app import UserError  # noqa: E402 - one-line errors, exit code 2
 
 DataDir = Annotated[
@@ -81,7 +82,7 @@ def _print_results(sec, row: dict) -> None:
     out.print(line, highlight=False)
     ds = row["dataset"]
     what = "a reproduction run" if row["reproduction"] else "not a reproduction (scale or data differ from the paper)"
-    from repro.data.pipeline import dataset_label
+    from repro.data.source import dataset_label
 
     corpus = f"corpus '{ds['corpus']}', " if ds.get("corpus") else ""
     out.print(f"data: {corpus}{dataset_label(ds['name'], ds['variant'])}, split {row['split']}, "
@@ -164,12 +165,11 @@ def run(
     how = maybe_initialize_distributed(coordinator, num_processes, process_id, force=distributed)
     if how:
         err.print(f"distributed: {how}")
-    from repro import app as A
     from repro.train.errors import TrainingDiverged, TrainingInterrupted
 
     workdir = workdir or Path("runs") / section / exp.preset
     try:
-        row = A.run(sec, exp, workdir, data_dir=data_dir, console=err, show_progress=progress)
+        row = repro.app.run(sec, exp, workdir, data_dir=data_dir, console=err, show_progress=progress)
     except TrainingDiverged as e:
         err.print(f"[red]error:[/] {e}", highlight=False)
         sys.exit(3)
@@ -220,9 +220,7 @@ def _dry_run(sec, exp, compile_: bool | None, simulate_devices: int | None) -> N
         table.add_row("compiled", "no (pass --compile for XLA's FLOP count and memory analysis)")
     precision = f"compute {r['compute_dtype']}, remat {r['remat']}, attention {r['attention_impl']}"
     table.add_row("precision / memory", precision)
-    from repro import app as A
-
-    if stages := A.curriculum(sec, exp):
+    if stages := repro.app.curriculum(sec, exp):
         chain = " -> ".join(f"{e.preset} ({e.model.max_context:,})" for e in [*stages, exp])
         table.add_row("curriculum", f"{chain}: earlier stages train first, in <workdir>/stages/")
     out.print(table)
@@ -248,10 +246,8 @@ def eval_(
     """Evaluate a checkpoint of a run directory (default: the latest) under a named protocol; print
     the metrics and write them to <workdir>/evals/<split>_<protocol>.json (_step<N>.json when
     --checkpoint is best or a step)."""
-    from repro import app as A
-
     sec = _section(section)
-    row, path = A.evaluate_run(
+    row, path = repro.app.evaluate_run(
         sec, workdir, protocol=protocol, split=split, max_examples=max_examples, data_dir=data_dir,
         show_progress=progress, console=err, checkpoint=checkpoint,
     )  # fmt: skip
@@ -282,9 +278,7 @@ def sample(
 ) -> None:
     """Generate from a checkpoint (default: the latest) with the KV cache; write <workdir>/samples/
     (samples/step<N>/ when --checkpoint is best or a step)."""
-    from repro import app as A
-
-    summary, outdir = A.sample_run(
+    summary, outdir = repro.app.sample_run(
         _section(section), workdir, prompt=prompt, num=num, temperature=temperature, top_k=top_k, top_p=top_p,
         seed=seed, fill=fill, data_dir=data_dir, checkpoint=checkpoint,
     )  # fmt: skip
@@ -315,7 +309,7 @@ def _file_progress():
 
 
 def _print_manifest(m: dict, path: Path) -> None:
-    from repro.data.pipeline import dataset_label
+    from repro.data.source import dataset_label
     from repro.data.store import data_identity
 
     origin = m.get("origin") or ("paper" if m.get("is_paper_data") else "demo")
@@ -469,7 +463,6 @@ def reproduce(
     import jax
 
     from experiments import SECTIONS
-    from repro import app as A
     from repro.report import write_report
 
     if scale not in ("smoke", "cpu", "paper"):
@@ -483,8 +476,8 @@ def reproduce(
                 continue
             err.print(f"[bold]{name}/{preset}[/]", highlight=False)
             # A finished run prints its recorded result and trains nothing (repro/train/loop.py).
-            A.run(sec, exp, runs_dir / name / preset, data_dir=data_dir, console=err, show_progress=False,
-                  stage_root=runs_dir / name)  # a curriculum's stages are the sweep's own runs  # fmt: skip
+            repro.app.run(sec, exp, runs_dir / name / preset, data_dir=data_dir, console=err, show_progress=False,
+                          stage_root=runs_dir / name)  # a curriculum's stages are the sweep's own runs  # fmt: skip
     from experiments.studies import STUDIES
     from repro.study import run_study
 
@@ -539,13 +532,13 @@ def study_run(
 ) -> None:
     """Train every point of a study (resuming; finished points are not retrained), evaluate all
     under one protocol, write study.json with each comparison's effect, stderr and verdict."""
-    from repro import study as S
+    from repro import study
 
     st = _study(name)
     try:
         st.design(preset)
         root = runs_dir / name / preset
-        runs = S.plan(st, preset, root)
+        runs = study.plan(st, preset, root)
     except ValueError as e:
         raise UserError(str(e)) from None
     if dry_run:
@@ -559,13 +552,13 @@ def study_run(
                           r.protocol, f"shares {r.shared_with}" if r.shared_with else str(r.workdir))  # fmt: skip
         out.print(table)
         total = sum(r.train_flops for r in runs if not r.shared_with)
-        out.print(f"training: {human(total)}FLOP in all, about {S.estimate_seconds(runs) / 60:.0f} minutes on this "
-                  f"machine's measured throughput ({human(S.calibrate())}FLOP/s; evaluation not included)",
+        out.print(f"training: {human(total)}FLOP in all, about {study.estimate_seconds(runs) / 60:.0f} minutes on this "
+                  f"machine's measured throughput ({human(study.calibrate())}FLOP/s; evaluation not included)",
                   highlight=False)  # fmt: skip
         return
     out_dir = out_dir or root
-    doc = S.run_study(st, preset, root, out_dir, data_dir=data_dir, console=err, show_progress=progress,
-                      log=lambda m: err.print(m, highlight=False))  # fmt: skip
+    doc = study.run_study(st, preset, root, out_dir, data_dir=data_dir, console=err, show_progress=progress,
+                          log=lambda m: err.print(m, highlight=False))  # fmt: skip
     _print_study(doc)
     out.print(f"written: {out_dir / 'study.json'}, {out_dir / 'study.png'}", highlight=False)
 
@@ -697,6 +690,12 @@ def main() -> None:
     """Console entry point (see ``_main``). Whatever the outcome, once the command is over a
     Ctrl-C during interpreter teardown (JAX's thread pools take a moment) must not kill the
     process with SIGINT: SIG_IGN survives finalisation, which resets Python-level handlers."""
+    # Process-wide tuning is the program's, not the library's (``import repro`` changes nothing
+    # process-wide; it used to apply this on import): glibc's allocator settings, before the
+    # command starts JAX's threads (repro/allocator.py: no per-step page faults on CPU).
+    from repro.allocator import tune_allocator
+
+    tune_allocator()
     try:
         _main()
     finally:

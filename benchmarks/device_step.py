@@ -121,6 +121,9 @@ def time_one(name: str, exp, batches: list[int], budget: float, steps: int) -> d
 
 
 def main() -> None:
+    from repro.allocator import tune_allocator
+
+    tune_allocator()  # process-wide, as cli.main does (repro/allocator.py); never on import repro
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--batches", default="16,8,4,2,1", help="batch sizes to try, largest first")

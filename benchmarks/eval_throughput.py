@@ -67,6 +67,9 @@ def plain_loop(eval_step, params, batches, batch_size: int) -> float:
 
 
 def main() -> None:
+    from repro.allocator import tune_allocator
+
+    tune_allocator()  # process-wide, as cli.main does (repro/allocator.py); never on import repro
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--context", type=int, default=4096)
     p.add_argument("--batch", type=int, default=16)

@@ -82,6 +82,9 @@ def measure(section: str, preset: str, steps: int, rounds: int) -> dict:
 
 
 def main() -> None:
+    from repro.allocator import tune_allocator
+
+    tune_allocator()  # process-wide, as cli.main does (repro/allocator.py); never on import repro
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=Path("results/data"))
     ap.add_argument("--steps", type=int, default=30)

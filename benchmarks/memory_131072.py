@@ -45,6 +45,9 @@ def rss_bytes() -> int:
 
 
 def main() -> None:
+    from repro.allocator import tune_allocator
+
+    tune_allocator()  # process-wide, as cli.main does (repro/allocator.py); never on import repro
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--d", type=int, default=128, help="latent and input width (paper: 1024)")
     ap.add_argument("--heads", type=int, default=0, help="heads (default: d / 32, at most 16)")

@@ -69,6 +69,9 @@ def per_token(model, prompts, k: int, use_cache: bool, repeats: int) -> dict:
 
 
 def main() -> None:
+    from repro.allocator import tune_allocator
+
+    tune_allocator()  # process-wide, as cli.main does (repro/allocator.py); never on import repro
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--contexts", type=int, nargs="+", default=[1024, 4096, 16384])
     ap.add_argument("--out", type=Path, default=Path("results/bench"))

@@ -86,6 +86,9 @@ def per_vocab(n: int, steps: int) -> dict:
 
 
 def main() -> None:
+    from repro.allocator import tune_allocator
+
+    tune_allocator()  # process-wide, as cli.main does (repro/allocator.py); never on import repro
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--lengths", default="1024,8192")
     p.add_argument("--steps", type=int, default=8)

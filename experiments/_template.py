@@ -2,7 +2,7 @@
 starting with ``_`` are never discovered, which is why this one is not a section) and edit it.
 
 What it defines is all a section needs (docs/adding_a_section.md): a name, a typed data config,
-a headline metric, a :class:`~repro.data.pipeline.DocumentSource` and presets. Every other hook of
+a headline metric, a :class:`~repro.data.source.DocumentSource` and presets. Every other hook of
 :class:`repro.section.Section` has a working default; the optional ones are listed at the end of
 the class with what their defaults do. This one trains on a synthetic task (count up by one from a
 random byte value, modulo 256), so ``repro run <name> --preset smoke`` works with no data at all;
@@ -19,8 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from repro.config import ConfigError, DataConfig, Experiment, ModelConfig
-from repro.data.pipeline import DatasetInfo, DocumentSource
-from repro.data.source import ByteValues
+from repro.data.source import ByteValues, DatasetInfo, SyntheticSource
 from repro.data.tokens import EOS_ID, NUM_RESERVED, SOS_ID
 from repro.eval.protocols import Document
 from repro.section import SMOKE_OPTIM, SMOKE_TRAIN, Metric, Section
@@ -45,7 +44,7 @@ class TemplateData(DataConfig, section=NAME):
             raise ConfigError(f"data.eval_examples must be >= 1 (held-out documents), got {self.eval_examples}")
 
 
-class CountingSource(DocumentSource):
+class CountingSource(SyntheticSource):
     """Synthetic documents SOS, v, v + 1, ... (mod 256), EOS with v uniform: the training stream is
     a pure function of the batch's rng (``generate``), the held-out splits fixed by ``eval_seed``.
     ``tokenizer`` (optional) is what the default ``prompts`` / ``write_samples`` encode and decode
@@ -114,7 +113,7 @@ class TemplateSection(Section):
     title = "Template: counting (not a paper section)"  # the report's heading (default: the name)
     # paper_numbers = (PaperNumber(...),)     the paper's numbers the report compares with
     # default_protocol(exp)                   "blocked:<num_latents>"
-    # bits_per_dim(exp)                       False (image sections: True)
+    # bits_per_dim(exp)                       headline.key == "bits_per_dim" (image sections)
     # stop(exp, eval_metrics)                 never stop early
     # baselines(exp, source, split, num)      none (e.g. a unigram, a chance level)
     # sampling(exp)                           SamplingSpec(): plain sampling, temperature 1

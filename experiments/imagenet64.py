@@ -34,7 +34,7 @@ from typing import Literal
 import numpy as np
 
 from repro.config import ACCELERATOR_DEFAULTS, CorpusData, Experiment, ModelConfig, OptimConfig, TrainConfig
-from repro.data import imagenet64 as I
+from repro.data import imagenet64
 from repro.data.tokens import EOS_ID, NUM_RESERVED, SOS_ID
 from repro.sample.sampler import periodic_constraint
 from repro.section import SMOKE_OPTIM, SMOKE_TRAIN, CorpusSection, Metric, PaperNumber, Prompts, SamplingSpec
@@ -51,8 +51,8 @@ class ImageNetData(CorpusData, section=NAME):
 
     def validate(self) -> None:
         super().validate()
-        I.resolution_of(self)  # ConfigError unless r divides 64
-        I.ordering_of(self)
+        imagenet64.resolution_of(self)  # ConfigError unless r divides 64
+        imagenet64.ordering_of(self)
 
 
 def _model(resolution: int, **kw) -> ModelConfig:
@@ -61,7 +61,7 @@ def _model(resolution: int, **kw) -> ModelConfig:
         vocab_size=256 + NUM_RESERVED,
         position_encoding="learned",
         positions_from_data=True,
-        position_table_sizes=I.position_table_sizes(resolution),
+        position_table_sizes=imagenet64.position_table_sizes(resolution),
     )
     return ModelConfig(**{**base, **kw})
 
@@ -120,7 +120,7 @@ class ImageNetSection(CorpusSection):
     title = "ImageNet 64x64 (paper §5.2)"
     data_config = ImageNetData
     headline = Metric("bits_per_dim", "bits/dim", "bits/dim", ".4f")
-    raw_format = I.FORMAT
+    raw_format = imagenet64.FORMAT
     dataset_name = "ImageNet 64x64 (van den Oord et al. 2016)"
     demo_name = "demo: scikit-image photos as 64x64 images (not ImageNet)"
     prepare_preset = "paper"
@@ -135,26 +135,23 @@ class ImageNetSection(CorpusSection):
     )  # fmt: skip
 
     def is_paper_source(self, source_dir: Path) -> bool:
-        return I.FORMAT.variant(Path(source_dir)) != I.VARIANT_NPZ
+        return imagenet64.FORMAT.variant(Path(source_dir)) != imagenet64.VARIANT_NPZ
 
     def dataset_label(self, source_dir: Path) -> str:
-        v = I.FORMAT.variant(Path(source_dir))
-        if v == I.VARIANT_NPZ:
+        v = imagenet64.FORMAT.variant(Path(source_dir))
+        if v == imagenet64.VARIANT_NPZ:
             return "ImageNet 64x64 (Chrabaszcz et al. 2017 npz: a different downsampling from the paper's)"
         return self.dataset_name
 
     def data_info(self, exp: Experiment, info):
         """A run at a lower resolution says so: its images are not 64x64."""
-        r = I.resolution_of(exp.data)
+        r = imagenet64.resolution_of(exp.data)
         return info if r == 64 else dataclasses.replace(info, name=f"{info.name}, downsampled to {r}x{r}")
 
     def default_protocol(self, exp: Experiment) -> str:
         """The official ``eval_block_size=512`` for the paper model; M / 2 otherwise (the same
         ratio to the number of latents)."""
         return f"blocked:{max(exp.model.num_latents // 2, 1)}"
-
-    def bits_per_dim(self, exp: Experiment) -> bool:
-        return True
 
     def baselines(self, exp: Experiment, source, split: str, num: int | None = None) -> dict:
         """Unigram (training histogram) and previous-pixel (same channel) models, in bits/dim on
@@ -164,13 +161,13 @@ class ImageNetSection(CorpusSection):
         num = exp.data.eval_examples if num is None else num
         if num:
             n_eval = min(n_eval, num)
-        targets = n_eval * (I.sequence_length(exp.data) - 2)  # sub-pixels (EOS is not scored)
+        targets = n_eval * (imagenet64.sequence_length(exp.data) - 2)  # sub-pixels (EOS is not scored)
 
         def contents(s, n):
             return (source.content(s, i) for i in range(n))
 
-        uni = I.unigram_bits_per_dim(contents("train", n_train), contents(split, n_eval), exp.data)
-        prev = I.previous_pixel_bits_per_dim(contents("train", n_train), contents(split, n_eval), exp.data)
+        uni = imagenet64.unigram_bits_per_dim(contents("train", n_train), contents(split, n_eval), exp.data)
+        prev = imagenet64.previous_pixel_bits_per_dim(contents("train", n_train), contents(split, n_eval), exp.data)
         return {
             "unigram": {
                 "value": uni,
@@ -188,11 +185,11 @@ class ImageNetSection(CorpusSection):
     def sampling(self, exp: Experiment) -> SamplingSpec:
         """Only the 256 value tokens at each sub-pixel, then only EOS; (x, y, channel) positions
         of every generated token from the data's own position table."""
-        n = I.sequence_length(exp.data) - 2  # sub-pixels
+        n = imagenet64.sequence_length(exp.data) - 2  # sub-pixels
         table = np.zeros((n + 1, exp.model.vocab_size), bool)
         table[:n, NUM_RESERVED : NUM_RESERVED + 256] = True
         table[n, EOS_ID] = True
-        pos = I.FORMAT.positions(n + 2, exp.data)
+        pos = imagenet64.FORMAT.positions(n + 2, exp.data)
 
         def positions_fn(offsets_BxT):
             return pos[np.clip(offsets_BxT, 0, n + 1)]
@@ -205,7 +202,7 @@ class ImageNetSection(CorpusSection):
         first ``num`` evaluation images (the originals kept for the grid)."""
         if prompt is not None:
             raise ValueError("imagenet64 prompts come from the evaluation split (no --prompt)")
-        n = I.sequence_length(exp.data) - 2
+        n = imagenet64.sequence_length(exp.data) - 2
         half = n // 2
         docs = source.eval_documents(exp.data.eval_split, num)
         tokens = [np.array([SOS_ID], np.int32)] * num + [d.tokens[: 1 + half] for d in docs]
@@ -218,31 +215,33 @@ class ImageNetSection(CorpusSection):
         the top half given, the bottom half generated), plus ``samples.json``."""
         from repro.runinfo import write_json_atomic
 
-        images = [I.tokens_to_image(np.concatenate([p, g]), exp.data)
+        images = [imagenet64.tokens_to_image(np.concatenate([p, g]), exp.data)
                   for p, g in zip(prompts.tokens, generated, strict=True)]  # fmt: skip
         unc = [im for im, lab in zip(images, prompts.labels, strict=True) if lab == "unconditional"]
         comp, orig = [], []
         for im, lab, e in zip(images, prompts.labels, prompts.expected, strict=True):
             if lab == "completion":
                 comp.append(im)
-                orig.append(I.tokens_to_image(e, exp.data))
-        scale = max(1, 128 // I.resolution_of(exp.data))
+                orig.append(imagenet64.tokens_to_image(e, exp.data))
+        scale = max(1, 128 // imagenet64.resolution_of(exp.data))
         outdir.mkdir(parents=True, exist_ok=True)
         files = {}
         if unc:
             files["unconditional"] = "unconditional.png"
-            I.write_grid(outdir / "unconditional.png", unc, ncols=min(8, len(unc)), scale=scale)
+            imagenet64.write_grid(outdir / "unconditional.png", unc, ncols=min(8, len(unc)), scale=scale)
         if comp:
             pairs = [x for o, c in zip(orig, comp, strict=True) for x in (o, c)]
             caps = [t for _ in comp for t in ("original", "completion")]
             files["completions"] = "completions.png"
-            I.write_grid(outdir / "completions.png", pairs, ncols=min(8, len(pairs)), scale=scale, captions=caps)
+            imagenet64.write_grid(
+                outdir / "completions.png", pairs, ncols=min(8, len(pairs)), scale=scale, captions=caps
+            )
         summary = {
             "section": NAME,
             "preset": exp.preset,
             "unconditional": len(unc),
             "completions": len(comp),
-            "resolution": I.resolution_of(exp.data),
+            "resolution": imagenet64.resolution_of(exp.data),
             "files": files,
             "settings": settings,
         }

@@ -39,8 +39,7 @@ from repro.config import (
     OptimConfig,
     TrainConfig,
 )
-from repro.data import maestro as MA
-from repro.data import midi_events as ME
+from repro.data import maestro, midi_events
 from repro.data.source import DataError
 from repro.data.tokens import NUM_RESERVED, SOS_ID
 from repro.eval.baselines import unigram
@@ -76,19 +75,19 @@ class MaestroData(CorpusData, section=NAME):
             raise ConfigError(f"data.version must be v1, v2, v3 or empty (any), got '{self.version}'")
 
 
-class _MaestroFormat(MA.MaestroFormat):
+class _MaestroFormat(maestro.MaestroFormat):
     """The MAESTRO reader with the section's training-time augmentation."""
 
     def augments(self, data_cfg) -> bool:
         return bool(getattr(data_cfg, "augment", False))
 
     def augment(self, content, rng, data_cfg, tokenizer):
-        return ME.augment_events(content, tokenizer, rng, transpose_range=data_cfg.transpose_range,
-                                 stretch_range=(data_cfg.stretch_min, data_cfg.stretch_max))  # fmt: skip
+        return midi_events.augment_events(content, tokenizer, rng, transpose_range=data_cfg.transpose_range,
+                                          stretch_range=(data_cfg.stretch_min, data_cfg.stretch_max))  # fmt: skip
 
 
 def _events(min_pitch: int, max_pitch: int) -> int:
-    return ME.PerformanceEncoding(min_pitch, max_pitch).vocab_size
+    return midi_events.PerformanceEncoding(min_pitch, max_pitch).vocab_size
 
 
 def _paper(version: str) -> Experiment:
@@ -201,8 +200,8 @@ class MaestroSection(CorpusSection):
 
     def check_source(self, data_cfg: MaestroData, source_dir: Path) -> None:
         """Refuse a source of another MAESTRO version than the preset's (from its metadata table)."""
-        table = MA.find_table(Path(source_dir))
-        if e := self._version_error(data_cfg, MA.FORMAT.variant(Path(source_dir)), f"{source_dir} ({table.name})"):
+        table = maestro.find_table(Path(source_dir))
+        if e := self._version_error(data_cfg, maestro.FORMAT.variant(Path(source_dir)), f"{source_dir} ({table.name})"):
             raise e
 
     def check_data(self, data_cfg: MaestroData, manifest: dict, where: Path) -> None:
@@ -242,13 +241,15 @@ class MaestroSection(CorpusSection):
             ids = np.concatenate([p, g])
             content = ids[ids >= NUM_RESERVED] - NUM_RESERVED
             stem = f"{i:02d}_{lab.split()[0]}"
-            ME.write_midi(outdir / f"{stem}.mid", content, enc)
-            ME.piano_roll_png(outdir / f"{stem}.png", content, enc, title=f"{exp.preset}: {lab} (model)")
+            midi_events.write_midi(outdir / f"{stem}.mid", content, enc)
+            midi_events.piano_roll_png(outdir / f"{stem}.png", content, enc, title=f"{exp.preset}: {lab} (model)")
             row = {"label": lab, "midi": f"{stem}.mid", "piano_roll": f"{stem}.png", "events": len(content)}
             if e is not None:
                 truth = np.concatenate([p, e])
                 tc = truth[truth >= NUM_RESERVED] - NUM_RESERVED
-                ME.piano_roll_png(outdir / f"{stem}_original.png", tc, enc, title=f"{exp.preset}: {lab} (original)")
+                midi_events.piano_roll_png(
+                    outdir / f"{stem}_original.png", tc, enc, title=f"{exp.preset}: {lab} (original)"
+                )
                 row["original_piano_roll"] = f"{stem}_original.png"
             rows.append(row)
         summary = {"section": NAME, "preset": exp.preset, "samples": len(rows), "settings": settings}

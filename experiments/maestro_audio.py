@@ -30,7 +30,7 @@ from repro.config import (
     OptimConfig,
     TrainConfig,
 )
-from repro.data import maestro as MA
+from repro.data import maestro
 from repro.data.tokens import NUM_RESERVED, SOS_ID
 from repro.sample.sampler import codebook_constraint
 from repro.section import SMOKE_OPTIM, SMOKE_TRAIN, CorpusSection, Metric, Prompts, SamplingSpec
@@ -106,7 +106,7 @@ class AudioSection(CorpusSection):
     title = "MAESTRO audio as SoundStream tokens (paper §5.6)"
     data_config = AudioData
     headline = Metric("nats_per_token", "NLL", "nats/token", ".4f")
-    raw_format = MA.AUDIO_FORMAT
+    raw_format = maestro.AUDIO_FORMAT
     dataset_name = "MAESTRO v3 SoundStream codes (user-computed)"
     demo_name = "demo: synthetic residual-VQ codes (not audio)"
     prepare_preset = "paper_12kbps_32k"

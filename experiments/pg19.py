@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from repro.baseline import as_transformer
 from repro.config import ACCELERATOR_DEFAULTS, Experiment, OptimConfig, TrainConfig
-from repro.data import pg19 as P
+from repro.data import pg19
 from repro.section import SMOKE_OPTIM, SMOKE_TRAIN, PaperNumber
 from repro.text_section import TextData, TextSection, text_model
 
@@ -98,7 +98,7 @@ class PG19Section(TextSection):
     name = NAME
     title = "PG-19 (paper §5.3)"
     data_config = PG19Data
-    raw_format = P.FORMAT
+    raw_format = pg19.FORMAT
     dataset_name = "PG-19"
     demo_name = "demo: Jane Austen's six novels (Debian r-cran-janeaustenr), not PG-19"
     prepare_preset = "paper"

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 from repro.baseline import as_transformer
 from repro.config import ACCELERATOR_DEFAULTS, Experiment, OptimConfig, TrainConfig
-from repro.data import wikitext103 as W
+from repro.data import wikitext103
 from repro.section import SMOKE_OPTIM, SMOKE_TRAIN, PaperNumber
 from repro.text_section import TextData, TextSection, text_model
 
@@ -103,7 +103,7 @@ class WikiTextSection(TextSection):
     name = NAME
     title = "WikiText-103 (paper §5.5)"
     data_config = WikiTextData
-    raw_format = W.FORMAT
+    raw_format = wikitext103.FORMAT
     dataset_name = "WikiText-103"
     demo_name = "demo: 106 Wikipedia articles from gensim's test data, not WikiText-103"
     prepare_preset = "paper"

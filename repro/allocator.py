@@ -13,8 +13,10 @@ trimming of the heap's top (``M_TRIM_THRESHOLD = -1``). The cost: the process ke
 heap until it exits, which is what a training process does anyway. A preloaded jemalloc or
 tcmalloc would do the same, but neither installs from PyPI; ``mallopt`` is in every glibc.
 
-Applied once, on ``import repro``, before JAX starts its threads. ``REPRO_MALLOC_TUNING=0`` turns
-it off. A no-op on non-glibc platforms (macOS, musl).
+Applied once per process, before JAX starts its threads, by the programs: ``cli.main`` (every
+``repro`` command), ``tests/conftest.py`` and each benchmark's ``main`` (never on ``import repro``,
+which changes nothing process-wide). ``REPRO_MALLOC_TUNING=0`` turns it off. A no-op on non-glibc
+platforms (macOS, musl).
 """
 
 from __future__ import annotations

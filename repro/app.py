@@ -182,6 +182,7 @@ def load_run(section: Section, workdir: Path, checkpoint: str | int = "latest"):
     eval nats/token for a lower-is-better one: ``repro.checkpoint.BestBy``) or a kept step. A
     selector that names no kept checkpoint, or one that is damaged, is a UserError listing the
     kept steps."""
+    import experiments  # noqa: F401 - registers every section's data config: config.json reads back into it
     from repro.checkpoint import BestBy, Checkpointer
     from repro.train.loop import build
 

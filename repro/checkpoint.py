@@ -90,7 +90,15 @@ class _NoMetricsWarning(logging.Filter):
         return not any(q in record.getMessage() for q in self._QUIET)
 
 
-logging.getLogger("absl").addFilter(_NoMetricsWarning())
+_NO_METRICS_WARNING = _NoMetricsWarning()
+
+
+def _quiet_orbax_warnings() -> None:
+    """Install the filter on absl's logger (idempotent), when the first Checkpointer is made, not
+    on import: importing a repro module changes nothing process-wide."""
+    log = logging.getLogger("absl")
+    if _NO_METRICS_WARNING not in log.filters:
+        log.addFilter(_NO_METRICS_WARNING)
 
 
 def _quiet_unraisable(unraisable) -> None:
@@ -128,6 +136,7 @@ class Checkpointer:
     ):
         """``best``: how checkpoints are ranked for ``keep_best`` and :meth:`best_step` (a run's
         writer and its readers pass its section's, ``BestBy.headline(section.headline)``)."""
+        _quiet_orbax_warnings()
         self.dir = (Path(workdir) / "checkpoints").absolute()
         self.read_only = read_only
         self.best = best

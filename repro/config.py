@@ -5,6 +5,11 @@ Presets in ``experiments/<section>.py`` build ``Experiment`` values; the CLI app
 ``--set key=value`` overrides through :func:`apply_overrides`, which type-checks every value
 against the dataclass field and rejects unknown keys. The resolved config is written to the
 run's workdir as ``config.json`` and read back with :func:`experiment_from_dict`.
+
+Each section's data config registers itself when its module is imported (``class
+XData(DataConfig, section="x")``); this module never imports the sections (``experiments``
+imports it, not the other way round). Whoever reads back configs of the discovered sections
+(``repro.app``, ``repro.study``, ``repro.train.loop``, the CLI) imports ``experiments`` first.
 """
 
 from __future__ import annotations
@@ -234,7 +239,7 @@ class ModelConfig:
                 raise ConfigError(f"model.{name}={g} must divide the number of heads ({h})")
 
 
-_DATA_CONFIGS: dict[str, type] = {}
+_DATA_CONFIGS: dict[str, type] = {}  # section name -> its data config class, filled as sections are imported
 
 
 @dataclass(frozen=True)
@@ -289,10 +294,8 @@ class CorpusData(DataConfig):
 
 
 def data_config_class(section: str) -> type:
-    """The registered data config of ``section`` (importing the sections if needed)."""
-    if section not in _DATA_CONFIGS:
-        import experiments  # noqa: F401 - registers every section's data config
-
+    """The registered data config of ``section`` (``DataConfig`` when none is): registered when the
+    section's module is imported (``import experiments`` registers every discovered section's)."""
     return _DATA_CONFIGS.get(section, DataConfig)
 
 
@@ -422,7 +425,7 @@ class Experiment:
 
 # ------------------------------------------------------------------ overrides / (de)serialisation
 
-_SECTIONS = ("model", "data", "optim", "train", "mesh")
+_GROUPS = ("model", "data", "optim", "train", "mesh")  # the config groups of an Experiment
 
 
 def _coerce(raw: str, tp: Any, key: str) -> Any:
@@ -469,24 +472,24 @@ def _field_types(cls: type) -> dict[str, Any]:
 
 
 def apply_overrides(exp: Experiment, overrides: list[str]) -> Experiment:
-    """Apply ``section.field=value`` strings, e.g. ``model.num_latents=64``; validates the result."""
+    """Apply ``group.field=value`` strings, e.g. ``model.num_latents=64``; validates the result."""
     changed = False
     for item in overrides:
         if "=" not in item:
-            raise ConfigError(f"override '{item}' is not of the form section.field=value")
+            raise ConfigError(f"override '{item}' is not of the form group.field=value")
         key, raw = item.split("=", 1)
         key = key.strip()
         if "." not in key:
-            raise ConfigError(f"override key '{key}' must be section.field, sections: {', '.join(_SECTIONS)}")
-        sec, name = key.split(".", 1)
-        if sec not in _SECTIONS:
-            raise ConfigError(f"unknown config section '{sec}' in '{key}' (sections: {', '.join(_SECTIONS)})")
-        sub = getattr(exp, sec)
+            raise ConfigError(f"override key '{key}' must be group.field, groups: {', '.join(_GROUPS)}")
+        group, name = key.split(".", 1)
+        if group not in _GROUPS:
+            raise ConfigError(f"unknown config group '{group}' in '{key}' (groups: {', '.join(_GROUPS)})")
+        sub = getattr(exp, group)
         types_ = _field_types(type(sub))
         if name not in types_:
             raise ConfigError(f"unknown config key '{key}' (valid: {', '.join(sorted(types_))})")
         value = _coerce(raw.strip(), types_[name], key)
-        exp = dataclasses.replace(exp, **{sec: dataclasses.replace(sub, **{name: value})})
+        exp = dataclasses.replace(exp, **{group: dataclasses.replace(sub, **{name: value})})
         changed = True
     if changed and exp.scale == "paper":
         # An overridden preset is no longer the preset: never report it as one.
@@ -508,7 +511,14 @@ def _from_dict(cls: type, d: dict[str, Any]) -> Any:
             raise ConfigError(f"config.json: unknown key '{k}' for {cls.__name__}")
         tp = types_[k]
         if cls is Experiment and k == "data":
-            tp = data_config_class(str(d.get("section", "")))
+            section = str(d.get("section", ""))
+            tp = data_config_class(section)
+            unknown = sorted(set(v) - set(_field_types(DataConfig))) if isinstance(v, dict) else []
+            if tp is DataConfig and unknown:
+                raise ConfigError(
+                    f"config.json: unknown key '{unknown[0]}' for DataConfig: no data config is registered for "
+                    f"section '{section}' (import its module first, e.g. experiments)"
+                )
         if dataclasses.is_dataclass(tp):
             v = _from_dict(tp, v)
         elif typing.get_origin(tp) is tuple:

@@ -55,7 +55,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from repro.config import ConfigError, Experiment, ModelConfig, experiment_to_dict
-from repro.model import positions as P
+from repro.model import positions
 
 __all__ = ["OfficialCheckpointError", "import_official", "load_official_checkpoint", "official_layout"]
 
@@ -312,15 +312,15 @@ def official_layout(cfg: ModelConfig) -> list[Entry]:
 
 def _permute_columns(x: np.ndarray, heads: int, head_dim: int, fraction: float) -> np.ndarray:
     """Official q / k output columns -> ours (per head, ``positions.rotary_permutation``)."""
-    perm = P.rotary_permutation(head_dim, fraction)
+    perm = positions.rotary_permutation(head_dim, fraction)
     shaped = x.reshape(*x.shape[:-1], heads, head_dim)
     return np.ascontiguousarray(shaped[..., perm].reshape(x.shape))
 
 
 def _sinusoidal_difference(table: np.ndarray, cfg: ModelConfig) -> float:
     """max |official frozen table - our sinusoidal features| over all its rows (chunked)."""
-    wl = cfg.max_wavelength or P.SINUSOIDAL_MAX_WAVELENGTH
-    features = jax.jit(lambda pos: P.sinusoidal_features(pos, table.shape[1], wl))
+    wl = cfg.max_wavelength or positions.SINUSOIDAL_MAX_WAVELENGTH
+    features = jax.jit(lambda pos: positions.sinusoidal_features(pos, table.shape[1], wl))
     worst, chunk = 0.0, 8192
     for start in range(0, table.shape[0], chunk):
         rows = table[start : start + chunk]

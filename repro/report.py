@@ -29,7 +29,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from repro.data.pipeline import dataset_label
+from repro.data.source import dataset_label
 from repro.results import ResultsError, read_row
 
 

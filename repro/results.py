@@ -42,7 +42,7 @@ def make_row(
 ) -> dict[str, Any]:
     """A result row (see the module docstring). ``kind``: "train" (the end of ``repro run``) or
     "eval" (``repro eval``); ``section``: the :class:`repro.section.Section`; ``dataset``: a
-    :class:`repro.data.pipeline.DatasetInfo`."""
+    :class:`repro.data.source.DatasetInfo`."""
     from repro.runinfo import device_info, git_sha, git_sha_now, now, versions
 
     h = section.headline

@@ -3,7 +3,7 @@
 A section is one file in ``experiments/`` defining a :class:`Section` subclass and an instance
 ``SECTION`` of it; ``experiments/__init__.py`` finds every such file (no registry to edit). The
 section says what is particular to it: presets, the headline metric, its data (a
-:class:`~repro.data.pipeline.DocumentSource`: synthetic, or a corpus prepared by its raw-data
+:class:`~repro.data.source.DocumentSource`: synthetic, or a corpus prepared by its raw-data
 module in ``repro/data/``), its default evaluation protocol, how to sample and how to show
 samples, an optional stop rule, simple baselines and the paper's numbers. Everything else
 (training, crops, windows, protocols, metrics, results rows, checkpoints) is shared. Only the
@@ -23,8 +23,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from repro.config import ConfigError, DataConfig, Experiment, OptimConfig, TrainConfig
-from repro.data.pipeline import DocumentSource, Pipeline
-from repro.data.source import DataError, RawFormat
+from repro.data.pipeline import Pipeline
+from repro.data.source import DataError, DocumentSource, RawFormat
 from repro.data.tokens import NUM_RESERVED, SOS_ID
 
 # Every section's smoke preset trains like this: a few steps of a tiny model, for tests.
@@ -111,6 +111,11 @@ class Section:
             if type(exp.data) is not self.data_config:
                 raise ValueError(f"preset {self.name}/{name}: data is {type(exp.data).__name__}, "
                                  f"not {self.data_config.__name__}")  # fmt: skip
+        # The raw format names the section its manifests are written for: the same name, checked.
+        fmt = self.raw_format
+        if fmt is not None and fmt.section != self.name:
+            raise ValueError(f"section {self.name}: its raw_format {type(fmt).__name__} is for section "
+                             f"'{fmt.section}' (RawFormat.section must be the section's name)")  # fmt: skip
 
     # ---------------------------------------------------------------- data
     def source(self, exp: Experiment, data_dir: Path | None = None, *, log: Callable[[str], None] | None = None):
@@ -143,8 +148,9 @@ class Section:
         return f"blocked:{exp.model.num_latents}"
 
     def bits_per_dim(self, exp: Experiment) -> bool:
-        """Report bits per dimension (image sections)."""
-        return False
+        """Report bits per dimension: derived from the headline (image sections' is
+        ``bits_per_dim``), so the headline's metric is always one the evaluation emits."""
+        return self.headline.key == "bits_per_dim"
 
     def stop(self, exp: Experiment, eval_metrics: dict[str, Any]) -> bool:
         """Stop training early after this evaluation? (copy: once accuracy reaches a target)."""

@@ -212,6 +212,7 @@ def calibrate() -> float:
     exists (its FLOPs per step x steps / training seconds), else a constant measured once."""
     rec = Path(__file__).resolve().parent.parent / "results" / "pg19" / "cpu" / "results.json"
     try:
+        import experiments  # noqa: F401 - registers pg19's data config: the recorded config reads back into it
         from repro.config import experiment_from_dict
         from repro.flops import train_step_flops
 
@@ -310,7 +311,7 @@ def run_study(
 ) -> dict[str, Any]:
     """Train and evaluate every point (resuming), then write ``out/study.json``; returns it."""
     from experiments import SECTIONS
-    from repro import app as A
+    from repro import app
 
     section = SECTIONS[study.section]
     design = study.design(scale)
@@ -321,14 +322,14 @@ def run_study(
             continue
         log(f"study {study.name} ({scale}): point {r.point.name}, seed {r.seed} "
             f"({i + 1}/{len(runs)}) in {r.workdir}")  # fmt: skip
-        trained[r.workdir] = A.run(section, r.exp, r.workdir, data_dir=data_dir, console=console,
-                                   show_progress=show_progress)  # fmt: skip
+        trained[r.workdir] = app.run(section, r.exp, r.workdir, data_dir=data_dir, console=console,
+                                     show_progress=show_progress)  # fmt: skip
 
     def evaluate(r: PointRun, step: int | str = "latest") -> dict:
         log(f"study {study.name}: evaluating {r.point.name} seed {r.seed} at step {step} under {r.protocol}")
-        return A.evaluate_run(section, r.workdir, protocol=r.protocol, split=design.split,
-                              max_examples=design.max_examples, data_dir=data_dir, show_progress=show_progress,
-                              console=console, checkpoint=step)[0]  # fmt: skip
+        return app.evaluate_run(section, r.workdir, protocol=r.protocol, split=design.split,
+                                max_examples=design.max_examples, data_dir=data_dir, show_progress=show_progress,
+                                console=console, checkpoint=step)[0]  # fmt: skip
 
     points: list[dict] = []
     for r in runs:
@@ -387,9 +388,9 @@ def _baseline_summary(points: list[dict]) -> dict[str, dict]:
 def _document_lengths(section, exp, design: Design, data_dir) -> dict[str, Any] | None:
     """Token lengths of the scored documents: context cannot help past a document's length."""
     try:
-        from repro import app as A
+        from repro import app
 
-        src = A.source_for(section, exp, data_dir)
+        src = app.source_for(section, exp, data_dir)
         n = src.num_documents(design.split)
         if design.max_examples:
             n = min(n, design.max_examples)

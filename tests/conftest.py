@@ -4,11 +4,15 @@
 * ``cli_env``: the environment for CLI subprocesses (CPU, one persistent JAX compilation cache
   for the whole session, so each subprocess does not recompile what another already compiled);
 * ``repro_cmd(*args)``: the command line that runs ``repro`` (the venv's entry point, else cli.py);
-* ``repro``: a fixture that runs ``repro ARGS`` as a subprocess and returns the CompletedProcess.
+* ``repro``: a fixture that runs ``repro ARGS`` as a subprocess and returns the CompletedProcess;
+* ``one_error_line(code, err)``: the one line of a CLI run that failed as a user error should;
+* ``varint`` / ``ld`` / ``write_tfrecord``: protobuf fields and TFRecord files written by hand
+  (the tf.train.Example shards of the TFDS layouts), without TensorFlow.
 """
 
 import os
 import shutil
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +22,12 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+# The allocator tuning `repro` commands apply in cli.main (``import repro`` changes nothing
+# process-wide): the in-process tests train and evaluate as a command does.
+from repro.allocator import tune_allocator  # noqa: E402
+
+tune_allocator()
 
 
 def repro_cmd(*args) -> list[str]:
@@ -72,3 +82,41 @@ def repro(cli_env):
                               env=env or cli_env, timeout=timeout)  # fmt: skip
 
     return run
+
+
+def one_error_line(code: int, err: str) -> str:
+    """The error of a ``repro`` run that failed as a user error should (exit code 2, exactly one
+    non-empty line on stderr, starting "error:", no traceback): that line, else ""."""
+    lines = [x for x in err.splitlines() if x.strip()]
+    ok = code == 2 and len(lines) == 1 and lines[0].startswith("error:") and "Traceback" not in err
+    return lines[0] if ok else ""
+
+
+# ----------------------------------------------------------------------------- protobuf / TFRecord
+
+
+def varint(n: int) -> bytes:
+    """``n`` as a protobuf base-128 varint."""
+    out = bytearray()
+    while True:
+        b, n = n & 0x7F, n >> 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def ld(field: int, payload: bytes) -> bytes:
+    """A length-delimited protobuf field (wire type 2): bytes, a string, a message, packed values."""
+    return varint(field << 3 | 2) + varint(len(payload)) + payload
+
+
+def write_tfrecord(path: Path, records: list[bytes]) -> None:
+    """A TFRecord file: per record its uint64 length, the length's masked CRC-32C, the record and
+    the record's masked CRC-32C (the folder is made if needed)."""
+    from repro.data.formats.tfrecord import masked_crc32c
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        for r in records:
+            n = struct.pack("<Q", len(r))
+            f.write(n + struct.pack("<I", masked_crc32c(n)) + r + struct.pack("<I", masked_crc32c(r)))

@@ -93,14 +93,14 @@ def test_a_cpu_preset_on_real_data_asks_for_that_corpus(tmp_path):
 def test_imagenet_other_layouts_prepare_train_and_evaluate(layout, tmp_path):
     """The tar and Chrabaszcz-npz layouts through the real prepare code to a trained, evaluated run;
     the npz variant is never labelled as the paper's data."""
-    from repro.data import imagenet64 as I
+    from repro.data import imagenet64
     from repro.data.store import verify
 
     sec = SECTIONS["imagenet64"]
     # Demo images without the demo marker look like a user's own data: prepare them as the demo corpus.
     exp = sec.presets["smoke"]
     exp = dataclasses.replace(exp, data=dataclasses.replace(exp.data, corpus="demo"))
-    src = I.FORMAT.demo(tmp_path / "raw", layout=layout, limit=24)
+    src = imagenet64.FORMAT.demo(tmp_path / "raw", layout=layout, limit=24)
     m = sec.prepare(exp.data, src, tmp_path / "data")
     verify(sec.corpus_dir(exp.data, tmp_path / "data"))
     assert m["source"]["variant"] == {"tar": "tar", "npz": "npz-chrabaszcz2017"}[layout]

@@ -16,8 +16,9 @@ glibc_only = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc
 PROBE = textwrap.dedent(
     """
     import ctypes, resource, sys
-    import repro  # applies the tuning on import
+    import repro  # changes nothing process-wide: the tuning is the program's
     from repro.allocator import tune_allocator
+    tune_allocator()  # what cli.main does first
     libc = ctypes.CDLL("libc.so.6")
     libc.malloc.restype = ctypes.c_void_p
     libc.free.argtypes = [ctypes.c_void_p]

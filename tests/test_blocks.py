@@ -16,8 +16,7 @@ from flax import nnx
 
 from repro.config import ModelConfig
 from repro.data.tokens import NUM_RESERVED, PAD_ID, SOS_ID
-from repro.model import PerceiverAR
-from repro.model import perceiver_ar as par
+from repro.model import PerceiverAR, perceiver_ar
 from repro.model.cache import decode_step, prefill
 
 V, L, M = 16, 24, 4
@@ -36,15 +35,15 @@ def _finish_mlp_twice(self, z_BxMxD, heads_BxMxHxK, keys=None):
     return z + 2.0 * self.mlp(self.ln_mlp(z))
 
 
-class CrossFinish(par.CrossAttendBlock):
+class CrossFinish(perceiver_ar.CrossAttendBlock):
     finish = _finish_mlp_twice
 
 
-class SelfFinish(par.SelfAttendBlock):
+class SelfFinish(perceiver_ar.SelfAttendBlock):
     finish = _finish_mlp_twice
 
 
-class CrossProjections(par.CrossAttendBlock):
+class CrossProjections(perceiver_ar.CrossAttendBlock):
     def queries(self, z_BxMxD, qpos_BxM):
         return 1.5 * super().queries(z_BxMxD, qpos_BxM)
 
@@ -53,7 +52,7 @@ class CrossProjections(par.CrossAttendBlock):
         return k, 2.0 * v
 
 
-class SelfProjections(par.SelfAttendBlock):
+class SelfProjections(perceiver_ar.SelfAttendBlock):
     def project(self, z_BxMxD, pos_BxM):
         q, k, v = super().project(z_BxMxD, pos_BxM)
         return 1.5 * q, k, 2.0 * v
@@ -66,8 +65,8 @@ def build(cross_cls=None, self_cls=None) -> PerceiverAR:
     """The model with its blocks of the given classes (same seed, so the same parameters)."""
     with pytest.MonkeyPatch.context() as mp:
         if cross_cls is not None:
-            mp.setattr(par, "CrossAttendBlock", cross_cls)
-            mp.setattr(par, "SelfAttendBlock", self_cls)
+            mp.setattr(perceiver_ar, "CrossAttendBlock", cross_cls)
+            mp.setattr(perceiver_ar, "SelfAttendBlock", self_cls)
         return PerceiverAR(CFG, rngs=nnx.Rngs(0))
 
 

@@ -12,6 +12,7 @@ import shutil
 import jax.numpy as jnp
 import pytest
 import toy_section as toy
+from conftest import one_error_line
 
 from repro import app
 from repro.checkpoint import BEST_METRIC, BestBy, Checkpointer
@@ -70,10 +71,6 @@ def test_sample_from_the_best_checkpoint(best_run):
     assert summary == {"samples": 1} and settings["checkpoint_step"] == 10 and settings["checkpoint"] == "best"
 
 
-def _one_line(code, err):
-    return code == 2 and len([x for x in err.splitlines() if x.strip()]) == 1 and "Traceback" not in err
-
-
 @pytest.mark.parametrize(
     "cmd, value, message",
     [
@@ -87,7 +84,7 @@ def _one_line(code, err):
 def test_a_checkpoint_that_is_not_kept_is_one_line(cli_inproc, best_run, cmd, value, message):
     wd, _, data_dir = best_run
     code, _, err = cli_inproc(cmd, "toy", "--workdir", str(wd), "--checkpoint", value, "--data-dir", str(data_dir))
-    assert _one_line(code, err) and message in err, err
+    assert one_error_line(code, err) and message in err, err
 
 
 def test_best_without_any_eval_score_is_one_line(cli_inproc, best_run, tmp_path):
@@ -98,7 +95,7 @@ def test_best_without_any_eval_score_is_one_line(cli_inproc, best_run, tmp_path)
         shutil.rmtree(m)
     args = ("--workdir", str(w2), "--no-progress", "--data-dir", str(data_dir))
     code, _, err = cli_inproc("eval", "toy", *args, "--checkpoint", "best")
-    assert _one_line(code, err) and "has an eval score (kept steps: 10, 30)" in err, err
+    assert one_error_line(code, err) and "has an eval score (kept steps: 10, 30)" in err, err
     code, out, err = cli_inproc("eval", "toy", *args, "--checkpoint", "30")
     assert code == 0 and "checkpoint 30 (step 30)" in out, err
 

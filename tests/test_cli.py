@@ -3,6 +3,7 @@
 import json
 
 import pytest
+from conftest import one_error_line
 
 
 @pytest.fixture(scope="module")
@@ -63,10 +64,7 @@ def test_different_config_in_same_workdir_is_refused(smoke_run, repro):
 )
 def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path, repro):
     r = repro(*args, cwd=tmp_path)
-    assert r.returncode == 2, (r.stdout, r.stderr)
-    lines = [x for x in r.stderr.splitlines() if x.strip()]
-    assert len(lines) == 1 and message in lines[0], r.stderr
-    assert lines[0].startswith("error:")
+    assert message in one_error_line(r.returncode, r.stderr), (r.returncode, r.stdout, r.stderr)
     assert not (tmp_path / "runs").exists()  # nothing half-written
 
 

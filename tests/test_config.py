@@ -1,13 +1,17 @@
 """Presets validate, overrides are typed, serialisation round-trips."""
 
 import dataclasses
+import subprocess
+import sys
 
 import pytest
+from conftest import ROOT
 
 from experiments import SECTIONS
 from repro.config import (
     LONG_CONTEXT,
     ConfigError,
+    DataConfig,
     apply_overrides,
     experiment_from_dict,
     experiment_to_dict,
@@ -40,6 +44,18 @@ def test_round_trip():
     assert experiment_from_dict(experiment_to_dict(e)) == e
 
 
+def test_config_imports_no_section_and_names_an_unregistered_one():
+    """repro.config never imports experiments (no import loop): the sections register their data
+    configs when imported, and a config of a section none registered says so in one line."""
+    probe = "import sys, repro.config; print(sorted(m for m in sys.modules if m.split('.')[0] == 'experiments'))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == "[]", out.stdout
+    d = experiment_to_dict(SECTIONS["copy"].presets["smoke"])
+    with pytest.raises(ConfigError, match="no data config is registered for section 'nosuch'"):
+        experiment_from_dict({**d, "section": "nosuch"})
+    assert type(experiment_from_dict({**d, "data": {}, "section": "nosuch"}).data) is DataConfig
+
+
 def test_overrides_are_typed():
     e = SECTIONS["copy"].presets["cpu"]
     e2 = apply_overrides(
@@ -54,7 +70,7 @@ def test_overrides_are_typed():
     "bad",
     [
         "model.nope=1",
-        "nosection.x=1",
+        "nogroup.x=1",
         "model.num_latents=1.5",
         "model.num_latents=abc",
         "model.position_encoding=fourier",

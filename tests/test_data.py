@@ -1,10 +1,12 @@
-"""Copy-task data and window cutting."""
+"""Copy-task data, window cutting and the two kinds of document source."""
 
 import numpy as np
 import pytest
 
 from repro.data.copy_task import CopySource, mirrored_half_mask, mirrored_sequences
 from repro.data.pipeline import Pipeline
+from repro.data.source import CorpusSource, DocumentSource, SyntheticSource
+from repro.data.store import Corpus
 from repro.data.tokens import EOS_ID, NUM_RESERVED, PAD_ID, SOS_ID
 from repro.data.windows import cut_windows, random_crop_ends
 
@@ -24,6 +26,18 @@ def test_mirrored_half_mask_marks_reversed_tokens_only():
     assert m.sum() == 4
     np.testing.assert_array_equal(targets[m], s[1:5][::-1])
     assert targets[-1] == EOS_ID and not m[-1]
+
+
+def test_a_source_is_synthetic_or_a_corpus_by_its_kind():
+    """The two kinds are explicit base classes; a source that subclasses neither is refused
+    when it is defined (no guessing the kind from which methods it overrides)."""
+    assert issubclass(CopySource, SyntheticSource) and CopySource.synthetic
+    assert issubclass(Corpus, CorpusSource) and not Corpus.synthetic
+    with pytest.raises(TypeError, match="a DocumentSource is a SyntheticSource or a CorpusSource"):
+
+        class Neither(DocumentSource):
+            def generate(self, rng, n):
+                return np.zeros((n, 4), np.int32), None
 
 
 def test_cut_windows_left_pads_and_aligns_targets():

@@ -6,7 +6,6 @@ the prepared stores are byte-identical to the official layout's (same store and 
 import csv
 import io
 import random
-import struct
 import sys
 from itertools import islice
 from pathlib import Path
@@ -14,9 +13,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import ld, one_error_line, varint, write_tfrecord
 
 from repro.data import pg19, wikitext103
-from repro.data.formats.tfrecord import masked_crc32c
 from repro.data.source import DataError
 from repro.data.store import prepare
 from repro.data.wikitext103 import strip_markup
@@ -159,37 +158,16 @@ def _write_pg19_hub(root: Path, books, converted: bool) -> Path:
     return root
 
 
-def _varint(n: int) -> bytes:
-    out = b""
-    while True:
-        b, n = n & 0x7F, n >> 7
-        out += bytes([b | (0x80 if n else 0)])
-        if not n:
-            return out
-
-
-def _ld(field: int, payload: bytes) -> bytes:
-    return _varint(field << 3 | 2) + _varint(len(payload)) + payload
-
-
 def _example(features: dict) -> bytes:
     """A serialized tf.train.Example (str / bytes -> bytes_list, int -> packed int64_list)."""
     entries = b""
     for k, v in features.items():
         if isinstance(v, int):
-            feature = _ld(3, _ld(1, _varint(v)))
+            feature = ld(3, ld(1, varint(v)))
         else:
-            feature = _ld(1, _ld(1, v.encode() if isinstance(v, str) else v))
-        entries += _ld(1, _ld(1, k.encode()) + _ld(2, feature))
-    return _ld(1, entries)
-
-
-def _write_tfrecord(path: Path, records: list[bytes]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as f:
-        for r in records:
-            n = struct.pack("<Q", len(r))
-            f.write(n + struct.pack("<I", masked_crc32c(n)) + r + struct.pack("<I", masked_crc32c(r)))
+            feature = ld(1, ld(1, v.encode() if isinstance(v, str) else v))
+        entries += ld(1, ld(1, k.encode()) + ld(2, feature))
+    return ld(1, entries)
 
 
 def _tfds_book(i: str, t: str) -> bytes:
@@ -205,7 +183,7 @@ def _write_pg19_tfds(root: Path, books) -> Path:
         random.Random(1).shuffle(items)  # TFDS shuffles examples
         parts = [items[:2], items[2:]] if split == "train" else [items]
         for k, part in enumerate(parts):
-            _write_tfrecord(d / f"pg19-{split}.tfrecord-{k:05d}-of-{len(parts):05d}", [_tfds_book(*b) for b in part])
+            write_tfrecord(d / f"pg19-{split}.tfrecord-{k:05d}-of-{len(parts):05d}", [_tfds_book(*b) for b in part])
     (d / "dataset_info.json").write_text("{}")
     return root
 
@@ -239,10 +217,6 @@ def test_pg19_layout_labels_name_the_users_files(tmp_path, paragraphs):
 # ------------------------------------------------------------------------------------------ bad input
 
 
-def _one_line(code, err):
-    return code == 2 and len([x for x in err.splitlines() if x.strip()]) == 1 and "Traceback" not in err
-
-
 def test_bad_parquet_is_one_line_naming_the_file(cli_inproc, tmp_path, paragraphs):
     files = _wiki_files(paragraphs)
 
@@ -255,40 +229,40 @@ def test_bad_parquet_is_one_line_naming_the_file(cli_inproc, tmp_path, paragraph
     src = fresh("columns")
     bad = _write_parquet(src / "wikitext-103-v1" / "test-00000-of-00001.parquet", {"line": ["x"], "n": ["1"]})
     code, _, err = prepare_cli(src)
-    assert _one_line(code, err) and f"{bad}: no column 'text' (columns: line, n)" in err, err
+    assert one_error_line(code, err) and f"{bad}: no column 'text' (columns: line, n)" in err, err
 
     src = fresh("corrupt")
     bad = src / "wikitext-103-v1" / "validation-00000-of-00001.parquet"
     bad.write_bytes(bad.read_bytes()[:40])
     code, _, err = prepare_cli(src)
-    assert _one_line(code, err) and f"{bad}: not a readable parquet file" in err, err
+    assert one_error_line(code, err) and f"{bad}: not a readable parquet file" in err, err
 
     src = fresh("empty")
     bad = _write_parquet(src / "wikitext-103-v1" / "test-00000-of-00001.parquet", {"text": pa.array([], pa.string())})
     code, _, err = prepare_cli(src)
-    assert _one_line(code, err) and f"{bad}: no rows (an empty split)" in err, err
+    assert one_error_line(code, err) and f"{bad}: no rows (an empty split)" in err, err
 
     src = fresh("missing")
     (src / "wikitext-103-v1" / "validation-00000-of-00001.parquet").unlink()
     code, _, err = prepare_cli(src)
-    assert _one_line(code, err) and "no validation parquet file" in err, err
+    assert one_error_line(code, err) and "no validation parquet file" in err, err
 
     src = fresh("types")
     _write_parquet(src / "wikitext-103-v1" / "test-00000-of-00001.parquet", {"text": [1, 2]})
     code, _, err = prepare_cli(src)
-    assert _one_line(code, err) and "column 'text' is int64, not a string" in err, err
+    assert one_error_line(code, err) and "column 'text' is int64, not a string" in err, err
 
     books = _books(paragraphs)
     src = _write_pg19_hub(tmp_path / "pgcols", books, converted=False)
     bad = _write_parquet(src / "data" / "test-00000-of-00001.parquet", {"text": ["a book"]})
     code, _, err = prepare_cli(src, "pg19")
-    assert _one_line(code, err) and f"{bad}: no column 'short_book_title'" in err, err
+    assert one_error_line(code, err) and f"{bad}: no column 'short_book_title'" in err, err
 
 
 def test_bad_tfds_records_are_one_line(tmp_path, paragraphs):
     src = _write_pg19_tfds(tmp_path / "t", _books(paragraphs))
     shard = src / "pg19" / "0.1.1" / "pg19-test.tfrecord-00000-of-00001"
-    _write_tfrecord(shard, [_example({"text": "no book_text"})])
+    write_tfrecord(shard, [_example({"text": "no book_text"})])
     with pytest.raises(DataError, match=r"pg19-test.tfrecord-00000-of-00001#0: no single 'book_text' feature"):
         PG19.scan(src)
     shard.write_bytes(b"\x00" * 30)
@@ -305,7 +279,7 @@ def test_a_folder_of_no_known_layout_lists_what_was_looked_for(cli_inproc, tmp_p
     ):
         code, _, err = cli_inproc("data", "prepare", section, "--source", str(tmp_path / "src"),
                                   "--data-dir", str(tmp_path / "data"))  # fmt: skip
-        assert _one_line(code, err) and all(n in err for n in needles), err
+        assert one_error_line(code, err) and all(n in err for n in needles), err
 
 
 def test_without_pyarrow_a_parquet_source_is_one_line_with_the_install_hint(cli_inproc, tmp_path, paragraphs,
@@ -315,5 +289,5 @@ def test_without_pyarrow_a_parquet_source_is_one_line_with_the_install_hint(cli_
     monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
     code, _, err = cli_inproc("data", "prepare", "wikitext103", "--source", str(src), "--data-dir",
                               str(tmp_path / "data"))  # fmt: skip
-    assert _one_line(code, err) and "needs pyarrow; pip install 'repro[hub]'" in err, err
+    assert one_error_line(code, err) and "needs pyarrow; pip install 'repro[hub]'" in err, err
     assert not (tmp_path / "data").exists() or not any((tmp_path / "data").rglob("manifest.json"))

@@ -10,19 +10,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import ld, varint, write_tfrecord
 from PIL import Image
 
 from repro.config import ConfigError
-from repro.data import imagenet64 as m
+from repro.data import imagenet64
 from repro.data.source import DataError, SourceFile
 from repro.data.tokens import EOS_ID, PAD_ID, SOS_ID
 
-FMT = m.FORMAT
+FMT = imagenet64.FORMAT
 RNG = np.random.default_rng(0)
 
 
-def cfg(resolution: int = 64, ordering: str = "pixel_raster") -> m.ImageOptions:
-    return m.ImageOptions(resolution, ordering)
+def cfg(resolution: int = 64, ordering: str = "pixel_raster") -> imagenet64.ImageOptions:
+    return imagenet64.ImageOptions(resolution, ordering)
 
 
 def random_image(seed: int = 0) -> np.ndarray:
@@ -47,11 +48,11 @@ def test_tokens_round_trip(ordering, resolution):
     c = cfg(resolution, ordering)
     toks = FMT.tokens(img.reshape(-1), c)
     n = resolution * resolution * 3
-    assert toks.dtype == np.int32 and toks.shape == (n + 2,) == (m.sequence_length(c),)
+    assert toks.dtype == np.int32 and toks.shape == (n + 2,) == (imagenet64.sequence_length(c),)
     assert toks[0] == SOS_ID and toks[-1] == EOS_ID
     assert toks[1:-1].min() >= 3 and toks[1:-1].max() <= 258
-    expected = img if resolution == 64 else m.downsample(img, resolution)
-    np.testing.assert_array_equal(m.tokens_to_image(toks, c), expected)
+    expected = img if resolution == 64 else imagenet64.downsample(img, resolution)
+    np.testing.assert_array_equal(imagenet64.tokens_to_image(toks, c), expected)
 
 
 def test_orderings_match_official_layout():
@@ -71,10 +72,10 @@ def test_downsample_rounds_half_up():
     img[0:2, 2:4, 0] = [[0, 0], [0, 1]]  # mean 0.25 -> 0
     img[0:2, 4:6, 0] = [[0, 1], [0, 1]]  # mean 0.5  -> 1 (half up)
     img[0:2, 6:8, 1] = [[255, 254], [254, 254]]  # 254.25 -> 254
-    d = m.downsample(img, 32)
+    d = imagenet64.downsample(img, 32)
     assert d.shape == (32, 32, 3) and d.dtype == np.uint8
     assert [d[0, 0, 0], d[0, 1, 0], d[0, 2, 0], d[0, 3, 1]] == [1, 0, 1, 254]
-    assert m.downsample(np.full((64, 64, 3), 7, np.uint8), 1).tolist() == [[[7, 7, 7]]]
+    assert imagenet64.downsample(np.full((64, 64, 3), 7, np.uint8), 1).tolist() == [[[7, 7, 7]]]
 
 
 def test_tokens_to_image_is_tolerant():
@@ -83,15 +84,15 @@ def test_tokens_to_image_is_tolerant():
     partial = toks[:100].copy()
     partial[10] = PAD_ID
     partial[11] = EOS_ID
-    out = m.tokens_to_image(partial, cfg())
+    out = imagenet64.tokens_to_image(partial, cfg())
     flat = out.reshape(-1)
     assert out.shape == (64, 64, 3)
     np.testing.assert_array_equal(flat[:9], img.reshape(-1)[:9])
     assert flat[9] == 0 and flat[10] == 0 and flat[11] == img.reshape(-1)[11]
     assert not flat[99:].any()
     # without SOS: the first token is the first value
-    np.testing.assert_array_equal(m.tokens_to_image(toks[1:], cfg()), img)
-    assert not m.tokens_to_image(np.array([], np.int32), cfg()).any()
+    np.testing.assert_array_equal(imagenet64.tokens_to_image(toks[1:], cfg()), img)
+    assert not imagenet64.tokens_to_image(np.array([], np.int32), cfg()).any()
 
 
 def test_config_errors():
@@ -105,8 +106,8 @@ def test_config_errors():
 
 # ----------------------------------------------------------------------------------------- positions
 def test_position_table_sizes_match_official_config():
-    assert m.position_table_sizes(64) == (66, 66, 5)  # official event_idx_size, tests/test_model.py IMAGENET
-    assert m.position_table_sizes(32) == (34, 34, 5)
+    assert imagenet64.position_table_sizes(64) == (66, 66, 5)  # official event_idx_size, tests/test_model.py IMAGENET
+    assert imagenet64.position_table_sizes(32) == (34, 34, 5)
 
 
 def test_positions_hand_checked_raster():
@@ -119,7 +120,7 @@ def test_positions_hand_checked_raster():
     assert p[1 + 64 * 3].tolist() == [2, 3, 2]  # first pixel of row 1
     assert p[12288].tolist() == [65, 65, 4]  # last pixel's B
     assert p[12289].tolist() == [0, 0, 0]  # EOS (ours)
-    assert (p.max(axis=0) < np.array(m.position_table_sizes(64))).all()
+    assert (p.max(axis=0) < np.array(imagenet64.position_table_sizes(64))).all()
     np.testing.assert_array_equal(FMT.positions(10, cfg()), p[:10])
     with pytest.raises(ValueError):
         FMT.positions(12291, cfg())
@@ -131,9 +132,9 @@ def test_positions_hand_checked_planar_and_32():
     assert p[1 + 4096].tolist() == [2, 2, 3]  # first pixel's G
     assert p[1 + 2 * 4096].tolist() == [2, 2, 4]  # first pixel's B
     assert p[12288].tolist() == [65, 65, 4]
-    p32 = FMT.positions(m.sequence_length(cfg(32)), cfg(32))
+    p32 = FMT.positions(imagenet64.sequence_length(cfg(32)), cfg(32))
     assert p32.shape == (3074, 3) and p32[-2].tolist() == [33, 33, 4]
-    assert (p32.max(axis=0) < np.array(m.position_table_sizes(32))).all()
+    assert (p32.max(axis=0) < np.array(imagenet64.position_table_sizes(32))).all()
 
 
 @pytest.mark.parametrize("ordering", ["pixel_raster", "r->g->b"])
@@ -141,7 +142,7 @@ def test_positions_hand_checked_planar_and_32():
 def test_positions_name_each_tokens_subpixel(ordering, resolution):
     """Every token's (x, y, channel) points at the sub-pixel its value came from."""
     c = cfg(resolution, ordering)
-    img = m.downsample(random_image(4), resolution)
+    img = imagenet64.downsample(random_image(4), resolution)
     content = np.repeat(np.repeat(img, 64 // resolution, 0), 64 // resolution, 1).reshape(-1)
     toks = FMT.tokens(content, c)
     pos = FMT.positions(len(toks), c)
@@ -158,12 +159,12 @@ def layouts(tmp_path_factory):
     root = tmp_path_factory.mktemp("imagenet64")
     out = {}
     for layout in ("png", "tar", "npz"):
-        out[layout] = m.write_demo(root / layout, layout=layout, limit=LIMIT)
+        out[layout] = imagenet64.write_demo(root / layout, layout=layout, limit=LIMIT)
     return out
 
 
 def test_demo_layouts_scan_and_read_identically(layouts):
-    expected = m.demo_images(LIMIT)
+    expected = imagenet64.demo_images(LIMIT)
     contents = {}
     for layout, src in layouts.items():
         v = FMT.variant(src)
@@ -186,14 +187,14 @@ def test_demo_layouts_scan_and_read_identically(layouts):
 
 
 def test_demo_full_counts_and_holdout():
-    images = m.demo_images()
+    images = imagenet64.demo_images()
     assert 1000 <= len(images["train"]) <= 1500 and 50 <= len(images["validation"]) <= 150
     photo = {s: {n.rsplit("_s", 1)[0].removesuffix("_whole.png") for n, _ in v} for s, v in images.items()}
-    assert photo["validation"] == set(m.DEMO_VALIDATION_PHOTOS)
+    assert photo["validation"] == set(imagenet64.DEMO_VALIDATION_PHOTOS)
     assert not photo["train"] & photo["validation"]
     assert {"astronaut_whole.png", "retina_whole.png"} <= {n for n, _ in images["train"]}
     assert all(img.shape == (64, 64, 3) and img.dtype == np.uint8 for _, img in images["validation"])
-    again = m.demo_images()
+    again = imagenet64.demo_images()
     assert [n for n, _ in again["train"]] == [n for n, _ in images["train"]]
     np.testing.assert_array_equal(again["train"][-1][1], images["train"][-1][1])
 
@@ -202,11 +203,11 @@ def test_demo_refuses_to_overwrite_real_data(tmp_path):
     (tmp_path / "train_64x64").mkdir()
     (tmp_path / "train_64x64" / "real.png").write_bytes(png_bytes(random_image()))
     with pytest.raises(DataError, match="train_64x64"):
-        m.write_demo(tmp_path, limit=2)
+        imagenet64.write_demo(tmp_path, limit=2)
     assert (tmp_path / "train_64x64" / "real.png").exists()
     out = tmp_path / "demo"
-    m.write_demo(out, limit=2)
-    m.demo_tar(out, limit=2)  # its own output is replaced, with the other layout
+    imagenet64.write_demo(out, limit=2)
+    imagenet64.demo_tar(out, limit=2)  # its own output is replaced, with the other layout
     assert FMT.variant(out) == "tar" and not (out / "train_64x64").exists()
 
 
@@ -216,7 +217,7 @@ def test_npz_streams_in_chunks_and_converts_chw(tmp_path, monkeypatch):
     np.savez_compressed(tmp_path / "train_data_batch_10.npz", data=data, labels=np.arange(5))
     np.savez(tmp_path / "train_data_batch_2.npz", data=data[:1])
     np.savez(tmp_path / "val_data.npz", data=data[:2])
-    monkeypatch.setattr(m, "_NPZ_ROWS_PER_READ", 2)
+    monkeypatch.setattr(imagenet64, "_NPZ_ROWS_PER_READ", 2)
     files = FMT.scan(tmp_path)
     assert [f.path.name for f in files["train"]] == ["train_data_batch_2.npz", "train_data_batch_10.npz"]
     docs = read_all(files["train"][1:])
@@ -226,35 +227,15 @@ def test_npz_streams_in_chunks_and_converts_chw(tmp_path, monkeypatch):
 
 
 # ----------------------------------------------------------------------------------------- tfds
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b, n = n & 0x7F, n >> 7
-        out.append(b | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _ld(field: int, payload: bytes) -> bytes:
-    return _varint(field << 3 | 2) + _varint(len(payload)) + payload
-
-
 def tf_example(png: bytes) -> bytes:
     """tf.train.Example{features{feature{"label": int64_list[5]}, feature{"image": bytes_list[png]}}}."""
-    label = _ld(1, b"label") + _ld(2, _ld(3, _ld(1, _varint(5))))
-    image = _ld(1, b"image") + _ld(2, _ld(1, _ld(1, png)))
-    return _ld(1, _ld(1, label) + _ld(1, image))
-
-
-def write_tfrecord(path: Path, records: list[bytes]) -> None:
-    with open(path, "wb") as f:
-        for r in records:
-            n = struct.pack("<Q", len(r))
-            f.write(n + struct.pack("<I", m.masked_crc32c(n)) + r + struct.pack("<I", m.masked_crc32c(r)))
+    label = ld(1, b"label") + ld(2, ld(3, ld(1, varint(5))))
+    image = ld(1, b"image") + ld(2, ld(1, ld(1, png)))
+    return ld(1, ld(1, label) + ld(1, image))
 
 
 def test_crc32c_known_value():
-    assert m.crc32c(b"123456789") == 0xE3069283
+    assert imagenet64.crc32c(b"123456789") == 0xE3069283
 
 
 def test_tfds_tfrecords_read_without_tensorflow(tmp_path):
@@ -279,7 +260,7 @@ def test_tfds_tfrecords_read_without_tensorflow(tmp_path):
     bad.write_bytes(bytes(raw))
     with pytest.raises(DataError, match="tfrecord-00000-of-00002.*length CRC"):
         read_all(files["train"][:1])
-    write_tfrecord(bad, [_ld(1, _ld(1, _ld(1, b"label")))])
+    write_tfrecord(bad, [ld(1, ld(1, ld(1, b"label")))])
     with pytest.raises(DataError, match=r"tfrecord-00000-of-00002#0.*found 0"):
         read_all(files["train"][:1])
 
@@ -321,7 +302,7 @@ def _rgb16_png() -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
     ihdr = struct.pack(">IIBBBBB", 64, 64, 16, 2, 0, 0, 0)
-    return m._PNG_SIGNATURE + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+    return imagenet64._PNG_SIGNATURE + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
 
 
 @pytest.mark.parametrize("name", sorted(BAD_IMAGES))
@@ -413,11 +394,11 @@ def _blocks(img_2x2x3: np.ndarray) -> np.ndarray:
 def test_unigram_baseline_hand_computed():
     train = [np.broadcast_to(np.array([10, 20, 30], np.uint8), (64, 64, 3)).reshape(-1)]
     val = [np.broadcast_to(np.array([10, 20, 40], np.uint8), (64, 64, 3)).reshape(-1)]
-    got = m.unigram_bits_per_dim(iter(train), iter(val), cfg(1))
+    got = imagenet64.unigram_bits_per_dim(iter(train), iter(val), cfg(1))
     expected = -(2 * math.log2(2 / 259) + math.log2(1 / 259)) / 3
     assert got == pytest.approx(expected, rel=1e-12)
     # at 64: counts 4096 of each of 10/20/30 (N = 12288)
-    got64 = m.unigram_bits_per_dim(train, val)
+    got64 = imagenet64.unigram_bits_per_dim(train, val)
     expected64 = -(2 * math.log2(4097 / 12544) + math.log2(1 / 12544)) / 3
     assert got64 == pytest.approx(expected64, rel=1e-12)
 
@@ -425,7 +406,7 @@ def test_unigram_baseline_hand_computed():
 def test_previous_pixel_baseline_hand_computed():
     t = [[[0, 0, 0], [1, 1, 1]], [[0, 0, 0], [1, 1, 1]]]  # raster pixels 0, 1, 0, 1
     v = [[[0, 0, 0], [1, 1, 1]], [[1, 1, 1], [0, 0, 0]]]  # raster pixels 0, 1, 1, 0
-    got = m.previous_pixel_bits_per_dim([_blocks(t)], [_blocks(v)], cfg(2))
+    got = imagenet64.previous_pixel_bits_per_dim([_blocks(t)], [_blocks(v)], cfg(2))
     # unigram: 6 zeros, 6 ones of 12; pairs per channel 0->1 x2, 1->0 x1 (x3 channels)
     first = -math.log2(7 / 268)
     per_channel = -math.log2(7 / 262) - math.log2(1 / 259) - math.log2(4 / 259)
@@ -436,10 +417,10 @@ def test_baselines_on_real_images(layouts):
     files = FMT.scan(layouts["png"])
     train = lambda: (d.content for d in read_all(files["train"]))  # noqa: E731
     val = lambda: (d.content for d in read_all(files["validation"]))  # noqa: E731
-    uni, prev = m.unigram_bits_per_dim(train(), val()), m.previous_pixel_bits_per_dim(train(), val())
+    uni, prev = imagenet64.unigram_bits_per_dim(train(), val()), imagenet64.previous_pixel_bits_per_dim(train(), val())
     assert 0 < prev < uni - 1  # neighbouring pixels of real photos are alike
-    assert 0 < m.unigram_bits_per_dim(val(), val()) < 8  # fit on itself: below the uniform 8 bits
-    uni16 = m.unigram_bits_per_dim(train(), val(), cfg(16))
+    assert 0 < imagenet64.unigram_bits_per_dim(val(), val()) < 8  # fit on itself: below the uniform 8 bits
+    uni16 = imagenet64.unigram_bits_per_dim(train(), val(), cfg(16))
     assert uni16 > 0 and uni16 != pytest.approx(uni)
 
 
@@ -447,17 +428,17 @@ def test_baselines_on_real_images(layouts):
 def test_write_grid(tmp_path):
     imgs = [np.full((8, 8, 3), 40 * k, np.uint8) for k in range(5)]
     imgs[0][0, 0] = [255, 0, 0]
-    p = m.write_grid(tmp_path / "g" / "grid.png", imgs, ncols=3, scale=4)
+    p = imagenet64.write_grid(tmp_path / "g" / "grid.png", imgs, ncols=3, scale=4)
     with Image.open(p) as im:
         assert im.format == "PNG" and im.size == (3 * 32 + 4 * 2, 2 * 32 + 3 * 2)
         a = np.asarray(im)
     assert a[2:6, 2:6].tolist() == [[[255, 0, 0]] * 4] * 4  # nearest-neighbour: a 4x4 red block
     assert a[6, 6].tolist() == [0, 0, 0] and a[2 + 34 + 5, 2 + 34 + 5].tolist() == [160, 160, 160]
-    p2 = m.write_grid(tmp_path / "cap.png", imgs, ncols=5, scale=2, captions=[f"img {k}" for k in range(5)])
+    p2 = imagenet64.write_grid(tmp_path / "cap.png", imgs, ncols=5, scale=2, captions=[f"img {k}" for k in range(5)])
     with Image.open(p2) as im:
         assert im.size[0] == 5 * 16 + 6 * 2 and im.size[1] > 16 + 4
         a2 = np.asarray(im)
     assert (a2[2 + 16 :, : 16 + 2] > 200).any()  # caption text below the first image
     assert sorted(x.name for x in tmp_path.iterdir()) == ["cap.png", "g"]  # no temp files left
     with pytest.raises(ValueError):
-        m.write_grid(tmp_path / "x.png", [], ncols=2)
+        imagenet64.write_grid(tmp_path / "x.png", [], ncols=2)

@@ -12,7 +12,7 @@ import pytest
 from repro import app
 from repro.checkpoint import BestBy, Checkpointer
 from repro.config import DataConfig, Experiment, ModelConfig
-from repro.data.pipeline import DatasetInfo, DocumentSource
+from repro.data.source import DatasetInfo, SyntheticSource
 from repro.data.text import ByteTokenizer
 from repro.data.tokens import EOS_ID, NUM_RESERVED, SOS_ID
 from repro.eval.protocols import Document
@@ -22,7 +22,7 @@ from repro.section import SMOKE_OPTIM, SMOKE_TRAIN, Metric, Section
 ALPHABET = "abcdefghijklmnopqrstuvwxyz"
 
 
-class AlphabetSource(DocumentSource):
+class AlphabetSource(SyntheticSource):
     """Synthetic documents: SOS, ``length`` letters of the alphabet in order from a random one
     (wrapping after z), EOS; the letters are UTF-8 bytes, so a byte tokenizer decodes them."""
 

@@ -32,11 +32,18 @@ import pytest
 from flax import nnx
 
 from experiments.copy import CopyData
-from repro import official as O
 from repro.checkpoint import Checkpointer
 from repro.config import Experiment, ModelConfig, TrainConfig, experiment_from_dict
 from repro.model import PerceiverAR
-from repro.model import positions as P
+from repro.model.positions import apply_rotary, rotary_dims, rotary_permutation, sinusoidal_features
+from repro.official import (
+    IMPORT_RECORD,
+    OfficialCheckpointError,
+    convert_params,
+    find_checkpoint,
+    import_official,
+    load_official_checkpoint,
+)
 from repro.train.loop import build
 
 # ---------------------------------------------------------------------------------------- rotary
@@ -61,7 +68,7 @@ def rotary_frequencies(R: int, W: float, K: int) -> np.ndarray:
     j = np.arange(half)
     x = np.zeros((1, 1, half, K), np.float32)
     x[0, 0, j, j] = 1.0
-    out = np.asarray(P.apply_rotary(jnp.asarray(x), jnp.ones((1, 1), jnp.int32), R / K, W))[0, 0]
+    out = np.asarray(apply_rotary(jnp.asarray(x), jnp.ones((1, 1), jnp.int32), R / K, W))[0, 0]
     return np.arctan2(out[j, j + half], out[j, j])
 
 
@@ -94,11 +101,11 @@ def test_rotary_equals_official_up_to_the_channel_permutation(K, fraction):
     rng = np.random.default_rng(0)
     x_off = rng.normal(size=(2, 5, 3, K))
     pos = rng.integers(0, 300, size=(2, 5))
-    perm = P.rotary_permutation(K, fraction)
-    R = P.rotary_dims(K, fraction)
+    perm = rotary_permutation(K, fraction)
+    R = rotary_dims(K, fraction)
     assert sorted(perm) == list(range(K)) and np.all(perm[R:] == np.arange(R, K))
     want = official_rotary(x_off, fraction, 512.0, pos)[..., perm]
-    got = np.asarray(P.apply_rotary(jnp.asarray(x_off[..., perm], jnp.float32), jnp.asarray(pos), fraction, 512.0))
+    got = np.asarray(apply_rotary(jnp.asarray(x_off[..., perm], jnp.float32), jnp.asarray(pos), fraction, 512.0))
     np.testing.assert_allclose(got, want, atol=1e-4)
 
 
@@ -117,7 +124,7 @@ SINUSOIDAL_LADDERS = [
 @pytest.mark.parametrize("dim,expected", SINUSOIDAL_LADDERS, ids=[f"d{d}" for d, _ in SINUSOIDAL_LADDERS])
 def test_sinusoidal_ladder_is_official(dim, expected):
     half = dim // 2
-    feats = np.asarray(P.sinusoidal_features(jnp.ones((1, 1), jnp.int32), dim))[0, 0]
+    feats = np.asarray(sinusoidal_features(jnp.ones((1, 1), jnp.int32), dim))[0, 0]
     assert feats.shape == (dim,)
     f = np.arctan2(feats[:half], feats[half : 2 * half])  # sin first, cos second
     for i, v in expected.items():
@@ -142,7 +149,7 @@ def test_sinusoidal_equals_the_official_table_at_long_positions(size):
     """The official table is float64-computed; ours matches it to ~1e-6 up to 131k positions
     (a plain float32 ``p * f`` would be ~1e-2 off there)."""
     rows = np.array([0, 1, 2, 1000, 65535, 131071, 131072, 1_000_003])
-    got = np.asarray(P.sinusoidal_features(jnp.asarray(rows)[None], size))[0]
+    got = np.asarray(sinusoidal_features(jnp.asarray(rows)[None], size))[0]
     np.testing.assert_allclose(got, official_sinusoidal_rows(size, rows), atol=3e-6, rtol=0)
 
 
@@ -369,7 +376,7 @@ def test_import_round_trip(variant, fakes, tmp_path):
     path = write_official(ckpt_root / "models/latest/step_9_2022-06-02T00:00:00/checkpoint.dill", official, fakes,
                           global_step=gstep, protocol=protocol, dill_like=dill_like, wrap=wrap)  # fmt: skip
     workdir = tmp_path / "run"
-    summary = O.import_official(tmp_path / "release", exp, workdir)  # finds the highest step itself
+    summary = import_official(tmp_path / "release", exp, workdir)  # finds the highest step itself
     step = int(np.asarray(gstep).reshape(-1)[0])
 
     our_paths = {p for p, _ in nnx.to_flat_state(nnx.state(model, nnx.Param))}
@@ -379,7 +386,7 @@ def test_import_round_trip(variant, fakes, tmp_path):
     assert summary["imported_parameters"] == len(our_paths)
     assert summary["skipped"] == (["perceiver_ar/~/embed_1/embeddings"] if variant == "sinusoidal" else [])
     assert len(summary["rotary_permuted"]) == (4 * (1 + cfg.num_layers) if variant == "rotary" else 0)
-    record = json.loads((workdir / O.IMPORT_RECORD).read_text())
+    record = json.loads((workdir / IMPORT_RECORD).read_text())
     official_keys = [f"{m}/{n}" for m, g in official.items() for n in g]
     assert sorted(r["official"] for r in record["mapping"]) == sorted(official_keys)
     landed = [r["ours"] for r in record["mapping"] if r["ours"] != "skipped"]
@@ -417,10 +424,10 @@ def test_find_checkpoint_forms(tmp_path):
         (d / f"step_{s}_2022-01-0{s % 9}T00:00:00").mkdir(parents=True)
         (d / f"step_{s}_2022-01-0{s % 9}T00:00:00/checkpoint.dill").write_bytes(b"")
     best = d / "step_100_2022-01-01T00:00:00/checkpoint.dill"
-    assert O.find_checkpoint(tmp_path) == best
-    assert O.find_checkpoint(best.parent) == best == O.find_checkpoint(best)
-    with pytest.raises(O.OfficialCheckpointError, match="no official checkpoint"):
-        O.find_checkpoint(tmp_path / "models")  # nothing at models/latest/*/ below models/
+    assert find_checkpoint(tmp_path) == best
+    assert find_checkpoint(best.parent) == best == find_checkpoint(best)
+    with pytest.raises(OfficialCheckpointError, match="no official checkpoint"):
+        find_checkpoint(tmp_path / "models")  # nothing at models/latest/*/ below models/
 
 
 # ------------------------------------------------------------------------------------- refusals
@@ -458,8 +465,8 @@ def test_malicious_pickle_is_refused_without_running(payload, ref, fakes, tmp_pa
     path = tmp_path / "checkpoint.dill"
     with path.open("wb") as f:
         pickle.dump({"global_step": 1, "params": fakes.FlatMapping(params)}, f, protocol=4)
-    with pytest.raises(O.OfficialCheckpointError) as e:
-        O.import_official(path, tiny_exp(), tmp_path / "run")
+    with pytest.raises(OfficialCheckpointError) as e:
+        import_official(path, tiny_exp(), tmp_path / "run")
     msg = one_line(e)
     assert "refusing to load" in msg and ref in msg and str(path) in msg
     assert not marker.exists() and not (tmp_path / "run").exists()
@@ -468,16 +475,16 @@ def test_malicious_pickle_is_refused_without_running(payload, ref, fakes, tmp_pa
 def test_non_float_arrays_and_bad_files_are_refused(tmp_path):
     path = tmp_path / "checkpoint.dill"
     path.write_bytes(pickle.dumps({"params": {"m": {"w": np.array(["a"], dtype=object)}}}))
-    with pytest.raises(O.OfficialCheckpointError, match="m/w is not a floating-point array") as e:
-        O.load_official_checkpoint(path)
+    with pytest.raises(OfficialCheckpointError, match="m/w is not a floating-point array") as e:
+        load_official_checkpoint(path)
     one_line(e)
     path.write_bytes(pickle.dumps({"params": {"m": {"w": np.ones(3)}}})[:-20])
-    with pytest.raises(O.OfficialCheckpointError, match="not a readable official checkpoint") as e:
-        O.load_official_checkpoint(path)
+    with pytest.raises(OfficialCheckpointError, match="not a readable official checkpoint") as e:
+        load_official_checkpoint(path)
     one_line(e)
     path.write_bytes(pickle.dumps([1, 2]))
-    with pytest.raises(O.OfficialCheckpointError, match="no 'params' mapping") as e:
-        O.load_official_checkpoint(path)
+    with pytest.raises(OfficialCheckpointError, match="no 'params' mapping") as e:
+        load_official_checkpoint(path)
     one_line(e)
 
 
@@ -512,8 +519,8 @@ def _edited(official, edit):
 def test_mismatched_checkpoint_names_the_parameter(edit, match, rotary_official, fakes, tmp_path):
     exp, official = rotary_official
     path = write_official(tmp_path / "checkpoint.dill", _edited(official, edit), fakes)
-    with pytest.raises(O.OfficialCheckpointError, match=match) as e:
-        O.import_official(path, exp, tmp_path / "run")
+    with pytest.raises(OfficialCheckpointError, match=match) as e:
+        import_official(path, exp, tmp_path / "run")
     one_line(e)
     assert not (tmp_path / "run").exists()
 
@@ -521,11 +528,11 @@ def test_mismatched_checkpoint_names_the_parameter(edit, match, rotary_official,
 def test_checkpoint_of_another_preset_is_refused(rotary_official):
     exp, official = rotary_official
     deeper = dataclasses.replace(exp, model=dataclasses.replace(exp.model, num_layers=3))
-    with pytest.raises(O.OfficialCheckpointError, match="missing parameter perceiver_ar/~/self_attention_2/layer_norm"):
-        O.convert_params(official, deeper)
+    with pytest.raises(OfficialCheckpointError, match="missing parameter perceiver_ar/~/self_attention_2/layer_norm"):
+        convert_params(official, deeper)
     absolute = dataclasses.replace(exp, model=dataclasses.replace(exp.model, position_encoding="sinusoidal"))
-    with pytest.raises(O.OfficialCheckpointError, match="missing parameter perceiver_ar/~/embed_1/embeddings"):
-        O.convert_params(official, absolute)
+    with pytest.raises(OfficialCheckpointError, match="missing parameter perceiver_ar/~/embed_1/embeddings"):
+        convert_params(official, absolute)
 
 
 def test_sinusoidal_table_of_another_formula_is_refused():
@@ -533,8 +540,8 @@ def test_sinusoidal_table_of_another_formula_is_refused():
     official = to_official(random_model(exp.model), exp.model)
     rows = np.arange(exp.model.max_context + 1)
     official["perceiver_ar/~/embed_1"] = {"embeddings": official_sinusoidal_rows(8, rows, max_scale=13.0)}
-    with pytest.raises(O.OfficialCheckpointError, match="frozen sinusoidal table perceiver_ar/~/embed_1/embeddings"):
-        O.convert_params(official, exp)
+    with pytest.raises(OfficialCheckpointError, match="frozen sinusoidal table perceiver_ar/~/embed_1/embeddings"):
+        convert_params(official, exp)
 
 
 def test_refuses_a_workdir_that_holds_a_run(rotary_official, fakes, tmp_path):
@@ -542,5 +549,5 @@ def test_refuses_a_workdir_that_holds_a_run(rotary_official, fakes, tmp_path):
     path = write_official(tmp_path / "checkpoint.dill", official, fakes)
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "config.json").write_text("{}")
-    with pytest.raises(O.OfficialCheckpointError, match="already holds a run"):
-        O.import_official(path, exp, tmp_path / "run")
+    with pytest.raises(OfficialCheckpointError, match="already holds a run"):
+        import_official(path, exp, tmp_path / "run")

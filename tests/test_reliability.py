@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import repro_cmd
+from conftest import one_error_line, repro_cmd
 
 from experiments import SECTIONS
 from repro import app
@@ -24,11 +24,6 @@ from repro.eval.metrics import NLLSums, perplexity, word_perplexity
 from repro.train.runlog import RunLog, read_metrics
 
 COPY = SECTIONS["copy"]
-
-
-def _one_error_line(code, err):
-    lines = [x for x in err.splitlines() if x.strip()]
-    return code == 2 and len(lines) == 1 and lines[0].startswith("error:") and "Traceback" not in err
 
 
 # ----------------------------------------------------------------------------- every config field
@@ -113,7 +108,7 @@ def test_impossible_values_are_one_line_and_nothing_is_written(cli_inproc, tmp_p
     wd = tmp_path / "run"
     code, _, err = cli_inproc("run", "copy", "--preset", "smoke", "--workdir", str(wd),
                         "--no-progress", "--set", override)  # fmt: skip
-    assert _one_error_line(code, err) and message in err, err
+    assert one_error_line(code, err) and message in err, err
     assert not wd.exists()  # nothing written: the corrected rerun is not refused as "a different config"
 
 
@@ -123,16 +118,16 @@ def test_damaged_config_json_is_one_line(cli_inproc, tmp_path, bad):
     (wd / "checkpoints").mkdir(parents=True)
     (wd / "config.json").write_text(bad)
     code, _, err = cli_inproc("eval", "copy", "--workdir", str(wd))
-    assert _one_error_line(code, err), err
+    assert one_error_line(code, err), err
     code, _, err = cli_inproc("run", "copy", "--preset", "smoke", "--workdir", str(wd))
-    assert _one_error_line(code, err), err
+    assert one_error_line(code, err), err
 
 
 def test_config_json_that_is_a_directory(cli_inproc, tmp_path):
     wd = tmp_path / "run"
     (wd / "config.json").mkdir(parents=True)
     code, _, err = cli_inproc("eval", "copy", "--workdir", str(wd))
-    assert _one_error_line(code, err), err
+    assert one_error_line(code, err), err
 
 
 # ----------------------------------------------------------------------------- paths
@@ -144,7 +139,7 @@ def test_bad_workdirs_are_one_line(cli_inproc, tmp_path):
     for wd in (f, f / "run", tmp_path / ("x" * 300)):
         code, _, err = cli_inproc("run", "copy", "--preset", "smoke", "--workdir", str(wd),
                             "--no-progress")  # fmt: skip
-        assert _one_error_line(code, err), (wd, err)
+        assert one_error_line(code, err), (wd, err)
 
 
 def test_full_disk_leaves_no_partial_file(monkeypatch, tmp_path):
@@ -316,7 +311,7 @@ def test_diverging_metrics_stay_finite_or_inf():
 def test_sample_options(cli_inproc, copy_run, args, message):
     _, wd, _ = copy_run
     code, _, err = cli_inproc("sample", "copy", "--workdir", str(wd), *args)
-    assert _one_error_line(code, err) and message in err, err
+    assert one_error_line(code, err) and message in err, err
 
 
 @pytest.mark.parametrize(
@@ -332,7 +327,7 @@ def test_sample_options(cli_inproc, copy_run, args, message):
 def test_eval_options(cli_inproc, copy_run, args, message):
     _, wd, _ = copy_run
     code, _, err = cli_inproc(*args, "--workdir", str(wd), "--no-progress")
-    assert _one_error_line(code, err) and message in err, err
+    assert one_error_line(code, err) and message in err, err
 
 
 @pytest.mark.parametrize(
@@ -342,14 +337,14 @@ def test_eval_options(cli_inproc, copy_run, args, message):
 )  # fmt: skip
 def test_bench_options_fail_before_measuring(cli_inproc, tmp_path, args):
     code, _, err = cli_inproc("bench", "--out", str(tmp_path / "b"), *args)
-    assert _one_error_line(code, err), err
+    assert one_error_line(code, err), err
     assert not (tmp_path / "b" / "training.json").exists()
 
 
 def test_bench_checks_its_output_directory_first(cli_inproc, tmp_path):
     (tmp_path / "f").write_text("x")
     code, _, err = cli_inproc("bench", "--out", str(tmp_path / "f" / "b"), "--lengths", "64")
-    assert _one_error_line(code, err) and "cannot write" in err
+    assert one_error_line(code, err) and "cannot write" in err
 
 
 @pytest.mark.parametrize(
@@ -364,7 +359,7 @@ def test_bench_checks_its_output_directory_first(cli_inproc, tmp_path):
 def test_run_options(cli_inproc, monkeypatch, tmp_path, args, message):
     monkeypatch.chdir(tmp_path)
     code, _, err = cli_inproc(*args)
-    assert _one_error_line(code, err) and message in err, err
+    assert one_error_line(code, err) and message in err, err
     assert not (tmp_path / "runs").exists()
 
 
@@ -430,7 +425,7 @@ def tmpfs(tmp_path):
 def test_read_only_filesystem_is_one_line(tmpfs, repro):
     d = tmpfs("ro,size=1m")
     r = repro("run", "copy", "--preset", "smoke", "--workdir", str(d / "run"), "--no-progress")
-    assert _one_error_line(r.returncode, r.stderr) and "Read-only" in r.stderr, r.stderr
+    assert one_error_line(r.returncode, r.stderr) and "Read-only" in r.stderr, r.stderr
 
 
 @pytest.mark.e2e

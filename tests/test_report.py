@@ -4,7 +4,7 @@ the one results schema."""
 import json
 
 from experiments import SECTIONS
-from repro.data.pipeline import DatasetInfo
+from repro.data.source import DatasetInfo
 from repro.report import collect, rows_table, write_report
 from repro.results import make_row, write_row
 

@@ -35,6 +35,23 @@ def test_sections_are_discovered_and_typed():
             assert p.preset == "" or p.preset in sec.presets
 
 
+def test_facts_stated_once_agree():
+    """bits/dim is reported exactly for a bits_per_dim headline, and a corpus section's raw format
+    names the section (its manifests' "section"); a format of another section is refused."""
+    for sec in [*SECTIONS.values(), toy.SECTION]:
+        exp = sec.presets[sec.default_preset]
+        assert sec.bits_per_dim(exp) == (sec.headline.key == "bits_per_dim"), sec.name
+        if sec.raw_format is not None:
+            assert sec.raw_format.section == sec.name
+    assert SECTIONS["imagenet64"].bits_per_dim(SECTIONS["imagenet64"].presets["smoke"])
+
+    class Misnamed(toy.ToySection):
+        raw_format = SECTIONS["pg19"].raw_format
+
+    with pytest.raises(ValueError, match="its raw_format PG19Format is for section 'pg19'"):
+        Misnamed(toy.SECTION.presets, toy.SECTION.default_preset)
+
+
 def test_headline_formats():
     copy = SECTIONS["copy"].headline
     assert copy.format(0.5) == "50.0000%"
@@ -159,7 +176,7 @@ def test_summary_lines_are_the_sections_own():
 
 def test_run_and_eval_print_the_sections_summary_lines(capsys):
     import cli
-    from repro.data.pipeline import DatasetInfo
+    from repro.data.source import DatasetInfo
     from repro.results import make_row
 
     m = {"nats_per_token": 1.0, "nats_per_token_stderr": 0.01, "bits_per_token": 1.4427, "sequence_accuracy": 0.5,

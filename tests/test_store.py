@@ -1,12 +1,16 @@
 """Prepared corpora (repro/data/store.py) and `repro data prepare / verify / info / demo`, on the
 toy section of tests/toy_section.py: layout, manifest, atomicity, verification, bad input."""
 
+import json
+
 import numpy as np
 import pytest
 import toy_section as toy
+from conftest import one_error_line
 
 from repro.data.source import DataError, RawFormat
 from repro.data.store import Corpus, content_dtype, list_corpora, prepare, read_manifest, verify
+from repro.data.text import ByteTokenizer
 
 FMT = toy.ToyFormat()
 
@@ -106,6 +110,47 @@ def test_skipped_files_are_listed(raw, tmp_path):
     assert m["splits"]["train"]["documents"] == 11 and "000.txt" in warnings[0]
 
 
+class _Letters(toy.ToyFormat):
+    """The toy format with its own tokenizer (bytes as text) but no load_tokenizer: readers would
+    decode with the default byte values."""
+
+    def fit_tokenizer(self, train_files, out_dir, options):
+        return ByteTokenizer()
+
+
+class _Loads(toy.ToyFormat):
+    """The toy format (byte values) whose load_tokenizer gives another tokenizer."""
+
+    def load_tokenizer(self, corpus_dir, manifest):
+        return ByteTokenizer()
+
+
+def test_a_format_that_cannot_load_its_tokenizer_is_refused_at_prepare(raw, tmp_path):
+    out = tmp_path / "c"
+    with pytest.raises(DataError) as e:
+        prepare(_Letters(), raw, out, {}, corpus="demo", is_paper_data=False, dataset_name="toy")
+    msg = str(e.value)
+    assert "\n" not in msg and "'utf8-bytes:256'" in msg and "no load_tokenizer" in msg, msg
+    assert not out.exists() and not out.with_name("c.partial").exists()
+    with pytest.raises(DataError, match="_Loads.load_tokenizer gives tokenizer 'utf8-bytes:256'"):
+        prepare(_Loads(), raw, out, {}, corpus="demo", is_paper_data=False, dataset_name="toy")
+    assert not out.exists()
+
+
+def test_every_format_s_tokenizer_is_checked_against_the_manifest(raw, tmp_path):
+    """Identity, vocabulary size and hash of whatever tokenizer a format loads, not only a text one's."""
+    out = tmp_path / "c"
+    _prepare(raw, out)
+    assert Corpus(out, FMT, None).tokenizer.identity == "byte-values:256"
+    with pytest.raises(DataError, match="gives tokenizer 'utf8-bytes:256', but the corpus was prepared with"):
+        Corpus(out, _Loads(), None)
+    m = read_manifest(out)
+    m["tokenizer"]["hash"] = "0" * 16
+    (out / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(DataError, match="tokenizer files do not match the manifest"):
+        Corpus(out, FMT, None)
+
+
 def test_base_format_has_no_reader():
     with pytest.raises(NotImplementedError):
         RawFormat().scan(None)
@@ -147,8 +192,7 @@ def test_cli_data_demo_prepare_verify_info(cli_inproc, tmp_path):
 def test_cli_data_bad_input_is_one_line(cli_inproc, monkeypatch, tmp_path, args, message):
     monkeypatch.chdir(tmp_path)
     code, out, err = cli_inproc(*args)
-    lines = [x for x in err.splitlines() if x.strip()]
-    assert code == 2 and len(lines) == 1 and message in lines[0] and lines[0].startswith("error:"), err
+    assert message in one_error_line(code, err), err
     assert not (tmp_path / "data").exists()
 
 

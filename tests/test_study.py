@@ -8,8 +8,22 @@ from pathlib import Path
 
 import pytest
 
-from repro import study as S
-from repro.study import DOES_NOT_SHOW, HOLDS, INCONCLUSIVE, Comparison, Design, Point, Study, verdict
+from repro.study import (
+    DOES_NOT_SHOW,
+    HOLDS,
+    INCONCLUSIVE,
+    STUDY_SCHEMA,
+    Comparison,
+    Design,
+    Point,
+    Study,
+    _baselines,
+    plan,
+    read_study,
+    summarise,
+    verdict,
+    write_study,
+)
 
 
 # ------------------------------------------------------------------------------------ verdict()
@@ -68,27 +82,27 @@ def test_summarise_rows_into_points_comparisons_and_a_verdict():
     )
     study = Study("t", "t", "claim", "[I]", "pg19", {"smoke": design})
     rows = [_row("a", 0, 3.0), _row("a", 1, 3.1), _row("b", 0, 2.5), _row("b", 1, 2.62)]
-    doc = S.summarise(study, "smoke", design, rows)
+    doc = summarise(study, "smoke", design, rows)
     a, b = doc["points"]
     assert a["mean"] == pytest.approx(3.05) and b["seeds"] == 2
     c1, c2 = doc["comparisons"]
     assert c1["per_seed"] == {"0": pytest.approx(-0.5), "1": pytest.approx(-0.48)}
     assert c1["verdict"] == HOLDS and doc["verdict"] == HOLDS  # the first comparison is the claim
     assert c2["effect"] == pytest.approx(0.56) and c2["verdict"] == HOLDS
-    assert doc["schema"] == S.STUDY_SCHEMA and doc["datasets"] == ["demo"] and not doc["is_paper_data"]
+    assert doc["schema"] == STUDY_SCHEMA and doc["datasets"] == ["demo"] and not doc["is_paper_data"]
 
 
 def test_write_and_read_study(tmp_path: Path):
     design = Design(preset="smoke", points=(Point("a", 1), Point("b", 2)), comparisons=(Comparison("b", "a"),))
     study = Study("t", "t", "claim", "[I]", "pg19", {"smoke": design})
-    doc = S.summarise(study, "smoke", design, [_row("a", 0, 3.0, x=1), _row("b", 0, 3.5, x=2)])
+    doc = summarise(study, "smoke", design, [_row("a", 0, 3.0, x=1), _row("b", 0, 3.5, x=2)])
     assert doc["verdict"] == DOES_NOT_SHOW
-    path = S.write_study(tmp_path, doc)
-    assert S.read_study(path)["comparisons"][0]["effect"] == pytest.approx(0.5)
+    path = write_study(tmp_path, doc)
+    assert read_study(path)["comparisons"][0]["effect"] == pytest.approx(0.5)
     assert (tmp_path / "study.png").stat().st_size > 1000
     (tmp_path / "bad.json").write_text("{}")
     with pytest.raises(ValueError, match="not a study file"):
-        S.read_study(tmp_path / "bad.json")
+        read_study(tmp_path / "bad.json")
 
 
 def test_baselines_in_the_study_metric():
@@ -96,15 +110,15 @@ def test_baselines_in_the_study_metric():
     nats_per_token), else the value where the metric is the row's headline; else left out."""
     ev = {"headline": {"key": "word_perplexity"},
           "baselines": {"unigram": {"value": 900.0, "nats_per_token": 6.2, "description": "u"}}}  # fmt: skip
-    assert S._baselines(ev, "nats_per_token") == {"unigram": {"value": 6.2, "description": "u", "eval_tokens": None}}
-    assert S._baselines(ev, "word_perplexity")["unigram"]["value"] == 900.0
-    assert S._baselines(ev, "bits_per_dim") == {}
+    assert _baselines(ev, "nats_per_token") == {"unigram": {"value": 6.2, "description": "u", "eval_tokens": None}}
+    assert _baselines(ev, "word_perplexity")["unigram"]["value"] == 900.0
+    assert _baselines(ev, "bits_per_dim") == {}
     design = Design(preset="smoke", points=(Point("a", 1), Point("b", 2)), comparisons=(Comparison("b", "a"),))
     study = Study("t", "t", "claim", "[I]", "pg19", {"smoke": design})
     rows = [_row("a", 0, 3.0), _row("b", 0, 3.5)]
     rows[0]["baselines"] = {"unigram": {"value": 4.0, "description": "u"}}
     rows[1]["baselines"] = {"unigram": {"value": 4.2, "description": "u"}}
-    doc = S.summarise(study, "smoke", design, rows)
+    doc = summarise(study, "smoke", design, rows)
     assert doc["baselines"] == {"unigram": {"value": pytest.approx(4.1), "min": 4.0, "max": 4.2, "description": "u"}}
 
 
@@ -118,7 +132,7 @@ def test_every_design_plans(tmp_path: Path):
     for name, st in STUDIES.items():
         assert set(st.designs) >= {"cpu", "smoke"}, name
         for scale, design in st.designs.items():
-            runs = S.plan(st, scale, tmp_path / name)
+            runs = plan(st, scale, tmp_path / name)
             names = {p.name for p in design.points}
             assert len(runs) == len(design.points) * len(design.seeds)
             for c in design.comparisons:
@@ -136,7 +150,7 @@ def test_equal_compute_points_train_for_the_same_flops(tmp_path: Path):
     from experiments.studies import STUDIES
 
     for scale in ("cpu", "smoke"):
-        runs = S.plan(STUDIES["equal-compute"], scale, tmp_path)
+        runs = plan(STUDIES["equal-compute"], scale, tmp_path)
         budget = runs[0].train_flops
         for r in runs[1:]:
             assert r.point.match_flops
@@ -148,7 +162,7 @@ def test_equal_compute_points_train_for_the_same_flops(tmp_path: Path):
 def test_points_differing_only_in_protocol_share_one_run(tmp_path: Path):
     from experiments.studies import STUDIES
 
-    runs = S.plan(STUDIES["cache-reset"], "cpu", tmp_path)
+    runs = plan(STUDIES["cache-reset"], "cpu", tmp_path)
     assert len({r.workdir for r in runs}) == 1
     assert [r.shared_with for r in runs][1:] == ["F=8"] * (len(runs) - 1)
     assert {r.protocol for r in runs} == {f"cached:{f}" for f in (8, 32, 64, 96, 120)}
@@ -157,7 +171,7 @@ def test_points_differing_only_in_protocol_share_one_run(tmp_path: Path):
 def test_seed_overrides_seed_both_init_and_data(tmp_path: Path):
     from experiments.studies import STUDIES
 
-    runs = S.plan(STUDIES["context-pg19"], "cpu", tmp_path)
+    runs = plan(STUDIES["context-pg19"], "cpu", tmp_path)
     seeds = {(r.exp.train.seed, r.exp.data.train_seed) for r in runs}
     assert seeds == {(0, 0), (1, 1)}
     assert {r.exp.model.num_latents for r in runs} == {128}

@@ -12,13 +12,13 @@ import json
 import numpy as np
 import pytest
 import toy_section as toy
+from conftest import one_error_line
 from rich.console import Console
 from test_maestro_data import _maestro
 
 from experiments import SECTIONS
 from repro import app
-from repro.data.pipeline import DatasetInfo, dataset_label
-from repro.data.source import DataError, SourceFile
+from repro.data.source import DataError, DatasetInfo, SourceFile, dataset_label
 from repro.data.store import data_identity, read_manifest
 from repro.data.text import ByteTokenizer, _file_lines
 from repro.results import read_row
@@ -137,8 +137,7 @@ def test_a_run_refuses_a_store_prepared_again_with_other_data(tmp_path, cli_inpr
     results = (wd / "results.json").read_bytes()
     # Runs under ./runs point at the store: preparing it again needs --force.
     code, _, err = cli_inproc(*prep)
-    lines = [x for x in err.splitlines() if x.strip()]
-    assert code == 2 and len(lines) == 1 and "1 run(s) under runs/ were trained on" in lines[0] and "--force" in err
+    assert "1 run(s) under runs/ were trained on" in one_error_line(code, err) and "--force" in err
     # The same data again: the run is unaffected.
     code, _, err = cli_inproc(*prep, "--force")
     assert code == 0 and "the same data" in err
@@ -152,8 +151,7 @@ def test_a_run_refuses_a_store_prepared_again_with_other_data(tmp_path, cli_inpr
     for args, action in ((("eval", "toy", "--no-progress"), "evaluate"), (("sample", "toy"), "sample from"),
                          (("run", "toy", "--no-progress"), "resume")):  # fmt: skip
         code, _, err = cli_inproc(*args, "--workdir", str(wd), "--data-dir", d)
-        lines = [x for x in err.splitlines() if x.strip()]
-        assert code == 2 and len(lines) == 1 and f"refusing to {action}" in lines[0], err
+        assert f"refusing to {action}" in one_error_line(code, err), err
     assert (wd / "results.json").read_bytes() == results and not (wd / "samples").exists()
     assert [p.read_bytes() for p in sorted((wd / "evals").iterdir())] == before
 
@@ -198,9 +196,8 @@ def test_sentencepiece_vocabulary_too_high_is_one_line_and_prepare_takes_set(tmp
     src = pg19_source(tmp_path / "src", train_bytes=20_000, books=(1, 1, 1), lexicon=300)
     d = tmp_path / "d"
     code, out, err = cli_inproc("data", "prepare", "pg19", "--source", str(src), "--data-dir", str(d))
-    lines = [x for x in err.splitlines() if x.strip()]
-    assert code == 2 and len(lines) == 1 and lines[0].startswith("error:"), err
-    assert "too small for a 32000-piece SentencePiece vocabulary" in lines[0] and "--set data.vocab_size=N" in lines[0]
+    line = one_error_line(code, err)
+    assert "too small for a 32000-piece SentencePiece vocabulary" in line and "--set data.vocab_size=N" in line, err
     assert "Vocabulary size too high" not in err
     assert not (d / "pg19").exists() and not d.exists()  # a failed prepare leaves no empty folders
     code, out, err = cli_inproc("data", "prepare", "pg19", "--source", str(src), "--data-dir", str(d),
@@ -230,8 +227,7 @@ def test_maestro_version_must_match_the_preset(tmp_path, cli_inproc):
                              (v3, ["--preset", "paper_v1"], "is MAESTRO v3, but this preset is for MAESTRO v1: "
                                                             "pass --preset paper_v3")):  # fmt: skip
         code, _, err = cli_inproc("data", "prepare", "maestro", "--source", str(src), "--data-dir", d, *preset)
-        lines = [x for x in err.splitlines() if x.strip()]
-        assert code == 2 and len(lines) == 1 and msg in lines[0], err
+        assert msg in one_error_line(code, err), err
     assert cli_inproc("data", "prepare", "maestro", "--source", str(v1), "--data-dir", d, "--preset", "cpu")[0] == 0
     paper_v3 = MAESTRO.presets["paper_v3"].data
     with pytest.raises(DataError, match="is MAESTRO v1, but this preset is for MAESTRO v3"):

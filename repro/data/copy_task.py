@@ -16,7 +16,7 @@ import hashlib
 
 import numpy as np
 
-from repro.data.pipeline import DatasetInfo, DocumentSource
+from repro.data.source import DatasetInfo, SyntheticSource
 from repro.data.tokens import EOS_ID, NUM_RESERVED, SOS_ID
 from repro.eval.protocols import Document
 
@@ -42,8 +42,8 @@ def mirrored_half_mask(seq_len: int) -> np.ndarray:
     return m
 
 
-class CopySource(DocumentSource):
-    """The copy task as a synthetic :class:`DocumentSource`: training documents are fresh random
+class CopySource(SyntheticSource):
+    """The copy task as a :class:`SyntheticSource`: training documents are fresh random
     sequences drawn from the batch's rng (so a batch is a pure function of (seed, step)); the
     evaluation splits are fixed sequences from ``eval_seed`` (validation and test differ)."""
 

@@ -1,9 +1,11 @@
 """One data pipeline for every section: documents in, training and evaluation batches out.
 
-A section gives a :class:`DocumentSource`: splits of documents (``SOS ... EOS`` token arrays, with
-optional positions from the data, the evaluated targets, a scored subset and a word count), either
-a finite corpus (``repro/data/store.py``: prepared on disk, read through memory maps) or a
-synthetic stream (the copy task). :class:`Pipeline` owns everything after that:
+A section gives a :class:`~repro.data.source.DocumentSource` (the data contract,
+``repro/data/source.py``): splits of documents (``SOS ... EOS`` token arrays, with optional
+positions from the data, the evaluated targets, a scored subset and a word count), either a
+:class:`~repro.data.source.CorpusSource` (``repro/data/store.py``: prepared on disk, read through
+memory maps) or a :class:`~repro.data.source.SyntheticSource` (the copy task). :class:`Pipeline`
+owns everything after that:
 
 * training crops: a batch is a pure function of ``(data.train_seed, step)``, so resuming needs no
   iterator state. Crops lie within one document and end uniformly at or after
@@ -25,102 +27,13 @@ import hashlib
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from repro.data.source import DocumentSource
 from repro.data.windows import cut_windows, random_crop_ends
 from repro.eval.protocols import Document, EvalBatches, parse_protocol
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    """What a result row says about its data: never a demo corpus passed off as the paper's."""
-
-    name: str  # e.g. "copy (synthetic)", "ImageNet 64x64 (van den Oord et al. 2016)", "demo: skimage photos"
-    variant: str  # e.g. "random_mirrored_256", "png", "demo"
-    is_paper_data: bool  # the dataset the paper reports on (a demo corpus never is)
-    manifest_hash: str = ""  # sha256 of the prepared corpus's manifest ("" for synthetic data)
-    path: str = ""  # where the prepared corpus lives (for messages; not a provenance claim)
-    corpus: str = ""  # the prepared corpus's name (e.g. "main": the user's, "demo"); "" for synthetic data
-    data_hash: str = ""  # the store's content hash (repro/data/store.py: data_identity); "" for synthetic data
-
-    @property
-    def label(self) -> str:
-        """``name (variant)``, the variant left out where the name already says it or it is "default"."""
-        return dataset_label(self.name, self.variant)
-
-
-def dataset_label(name: str, variant: str) -> str:
-    """How a dataset is shown: ``name (variant)``, without repeating a variant the name already
-    holds (e.g. "MAESTRO v3", "ImageNet 64x64 (png)" from older manifests) or a "default" one."""
-    if not variant or variant == "default" or f"({variant})" in name or name.endswith(f" {variant}"):
-        return name
-    return f"{name} ({variant})"
-
-
-class DocumentSource:
-    """Splits of documents. Subclasses implement either the finite-corpus methods
-    (``num_documents``, ``document``, ``train_lengths``, ``train_slice``) or ``generate`` for a
-    synthetic stream; the eval methods default to the corpus ones."""
-
-    info: DatasetInfo
-    vocab_size: int
-
-    # ---- synthetic stream
-    def generate(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray | None]:
-        """``n`` fresh training documents of equal length [n, T] (and positions [n, T, P] or None)."""
-        raise NotImplementedError
-
-    # ---- finite corpus
-    def num_documents(self, split: str) -> int:
-        raise NotImplementedError
-
-    def document(self, split: str, i: int) -> Document:
-        raise NotImplementedError
-
-    def train_lengths(self) -> np.ndarray:
-        """Token count of every training document (SOS and EOS included)."""
-        raise NotImplementedError
-
-    def train_slice(
-        self, i: int, start: int, stop: int, rng: np.random.Generator | None = None
-    ) -> tuple[np.ndarray, np.ndarray | None]:
-        """Tokens ``start:stop`` of training document ``i`` (and their positions [n, P] or None);
-        with ``rng``, augmented (``augments``), possibly to another length."""
-        raise NotImplementedError
-
-    augments: bool = False  # training crops are augmented (train_slice with an rng)
-
-    @property
-    def synthetic(self) -> bool:
-        return type(self).generate is not DocumentSource.generate
-
-    # ---- evaluation
-    def eval_documents(self, split: str, num: int = 0) -> Sequence[Document]:
-        """The first ``num`` (0 = all) documents of ``split``, built lazily one at a time."""
-        n = self.num_documents(split)
-        return _LazyDocs(self, split, min(num, n) if num else n)
-
-    def data_hash(self, split: str, num: int = 0) -> str:
-        """sha256 identifying the data a result was computed on."""
-        return self.info.manifest_hash[:16]
-
-
-class _LazyDocs(Sequence):
-    def __init__(self, source: DocumentSource, split: str, n: int):
-        self.source, self.split, self.n = source, split, n
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, i):
-        if isinstance(i, slice):
-            return [self[j] for j in range(*i.indices(self.n))]
-        if not -self.n <= i < self.n:
-            raise IndexError(i)
-        return self.source.document(self.split, i % self.n)
 
 
 class Pipeline:

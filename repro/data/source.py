@@ -1,4 +1,13 @@
-"""The contract between a section's raw-data module and the shared data pipeline.
+"""The data contract: what a section gives the shared data pipeline.
+
+A section's data is a :class:`DocumentSource` of one of two kinds:
+
+* :class:`SyntheticSource`: a stream of training documents drawn from the batch's rng
+  (``generate``) and fixed held-out documents (``eval_documents``), e.g. the copy task;
+* :class:`CorpusSource`: a finite corpus of documents per split (``num_documents``,
+  ``document``, ``train_lengths``, ``train_slice``). Every corpus section's corpus is one the shared
+  store prepared (``repro/data/store.py``: ``Corpus``) from the raw layout its :class:`RawFormat`
+  reads.
 
 A section's data module (``repro/data/<section>.py``) knows one thing: its dataset's official raw
 layout and tokenization. It provides a :class:`RawFormat` subclass:
@@ -27,14 +36,15 @@ sharding, prefetching) is shared code; a section never re-implements it.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from repro.data.tokens import EOS_ID, NUM_RESERVED, SOS_ID
+from repro.eval.protocols import Document
 
 SPLITS = ("train", "validation", "test")
 
@@ -135,7 +145,7 @@ class ByteValues(Tokenizer):
 class RawFormat:
     """Base class of a section's raw-layout reader (see the module docstring)."""
 
-    section: str = ""
+    section: str = ""  # the owning Section's name (checked by Section: the manifests' "section")
     evaluate_eos: bool = True  # False: EOS is not an evaluated target (images: bits per sub-pixel)
 
     def variant(self, source: Path) -> str:
@@ -161,7 +171,17 @@ class RawFormat:
         return ByteValues()
 
     def load_tokenizer(self, corpus_dir: Path, manifest: dict[str, Any]) -> Tokenizer:
-        """The tokenizer of a prepared corpus (from the files ``fit_tokenizer`` wrote)."""
+        """The tokenizer of a prepared corpus (from the files ``fit_tokenizer`` wrote). The default
+        loads the default ``fit_tokenizer``'s byte values only: a corpus prepared with another
+        tokenizer (a format that overrides ``fit_tokenizer`` but not this) is one DataError line,
+        never decoded with the wrong table. The store checks every format's tokenizer against
+        the manifest too (``repro/data/store.py``: ``load_tokenizer``)."""
+        identity = (manifest.get("tokenizer") or {}).get("identity", ByteValues.identity)
+        if identity != ByteValues.identity:
+            raise DataError(
+                f"{corpus_dir}: prepared with tokenizer '{identity}', which {type(self).__name__} cannot load "
+                "(it defines fit_tokenizer but no load_tokenizer)"
+            )
         return ByteValues()
 
     def read(self, f: SourceFile, tokenizer: Tokenizer) -> Iterator[RawDoc]:
@@ -194,6 +214,117 @@ class RawFormat:
         """[num_tokens, P] positions from the data of a document of ``num_tokens`` tokens (as
         returned by ``tokens``), or None for the default 1-based offsets."""
         return None
+
+
+# ------------------------------------------------------------------ document sources
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a result row says about its data: never a demo corpus passed off as the paper's."""
+
+    name: str  # e.g. "copy (synthetic)", "ImageNet 64x64 (van den Oord et al. 2016)", "demo: skimage photos"
+    variant: str  # e.g. "random_mirrored_256", "png", "demo"
+    is_paper_data: bool  # the dataset the paper reports on (a demo corpus never is)
+    manifest_hash: str = ""  # sha256 of the prepared corpus's manifest ("" for synthetic data)
+    path: str = ""  # where the prepared corpus lives (for messages; not a provenance claim)
+    corpus: str = ""  # the prepared corpus's name (e.g. "main": the user's, "demo"); "" for synthetic data
+    data_hash: str = ""  # the store's content hash (repro/data/store.py: data_identity); "" for synthetic data
+
+    @property
+    def label(self) -> str:
+        """``name (variant)``, the variant left out where the name already says it or it is "default"."""
+        return dataset_label(self.name, self.variant)
+
+
+def dataset_label(name: str, variant: str) -> str:
+    """How a dataset is shown: ``name (variant)``, without repeating a variant the name already
+    holds (e.g. "MAESTRO v3", "ImageNet 64x64 (png)" from older manifests) or a "default" one."""
+    if not variant or variant == "default" or f"({variant})" in name or name.endswith(f" {variant}"):
+        return name
+    return f"{name} ({variant})"
+
+
+class DocumentSource:
+    """Splits of documents (``SOS ... EOS`` token arrays, with optional positions from the data,
+    the evaluated targets, a scored subset and a word count). A source is one of two kinds, and
+    subclasses :class:`SyntheticSource` or :class:`CorpusSource` (a class that subclasses neither
+    is refused when it is defined); ``synthetic`` says which. The eval methods default to the
+    corpus ones (``num_documents``, ``document``)."""
+
+    info: DatasetInfo
+    vocab_size: int
+    synthetic: ClassVar[bool]  # set by the kind: SyntheticSource True, CorpusSource False
+
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        if not isinstance(getattr(cls, "synthetic", None), bool):
+            raise TypeError(
+                f"{cls.__name__}: a DocumentSource is a SyntheticSource or a CorpusSource (repro/data/source.py); "
+                "subclass one of them"
+            )
+
+    def num_documents(self, split: str) -> int:
+        raise NotImplementedError
+
+    def document(self, split: str, i: int) -> Document:
+        raise NotImplementedError
+
+    # ---- evaluation
+    def eval_documents(self, split: str, num: int = 0) -> Sequence[Document]:
+        """The first ``num`` (0 = all) documents of ``split``, built lazily one at a time."""
+        n = self.num_documents(split)
+        return _LazyDocs(self, split, min(num, n) if num else n)
+
+    def data_hash(self, split: str, num: int = 0) -> str:
+        """sha256 identifying the data a result was computed on."""
+        return self.info.manifest_hash[:16]
+
+
+class SyntheticSource(DocumentSource):
+    """A synthetic stream: ``generate`` draws fresh training documents from the batch's rng (so a
+    batch is a pure function of the seed and step); the held-out splits are fixed documents
+    (``eval_documents``, usually overridden: a synthetic split has no finite corpus behind it)."""
+
+    synthetic: ClassVar[bool] = True
+
+    def generate(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """``n`` fresh training documents of equal length [n, T] (and positions [n, T, P] or None)."""
+        raise NotImplementedError
+
+
+class CorpusSource(DocumentSource):
+    """A finite corpus: ``num_documents`` / ``document`` per split, and the training split read
+    crop by crop (``train_lengths``, ``train_slice``)."""
+
+    synthetic: ClassVar[bool] = False
+    augments: bool = False  # training crops are augmented (train_slice with an rng)
+
+    def train_lengths(self) -> np.ndarray:
+        """Token count of every training document (SOS and EOS included)."""
+        raise NotImplementedError
+
+    def train_slice(
+        self, i: int, start: int, stop: int, rng: np.random.Generator | None = None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Tokens ``start:stop`` of training document ``i`` (and their positions [n, P] or None);
+        with ``rng``, augmented (``augments``), possibly to another length."""
+        raise NotImplementedError
+
+
+class _LazyDocs(Sequence):
+    def __init__(self, source: DocumentSource, split: str, n: int):
+        self.source, self.split, self.n = source, split, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(self.n))]
+        if not -self.n <= i < self.n:
+            raise IndexError(i)
+        return self.source.document(self.split, i % self.n)
 
 
 def sha256_files(paths: list[Path], chunk: int = 1 << 20) -> str:

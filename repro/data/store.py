@@ -39,8 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from repro.data.pipeline import DatasetInfo, DocumentSource
-from repro.data.source import SPLITS, DataError, RawFormat, SkipFile, Tokenizer
+from repro.data.source import SPLITS, CorpusSource, DataError, DatasetInfo, RawFormat, SkipFile, Tokenizer
 from repro.data.tokens import EOS_ID, NUM_RESERVED, SOS_ID
 from repro.eval.protocols import Document
 
@@ -196,6 +195,7 @@ def prepare(
             "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "seconds": round(time.time() - t0, 2),
         }
+        load_tokenizer(fmt, tmp, manifest, where=out)  # what a reader will load: refused now, not at training
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         old = out.with_name(out.name + ".old")
         if out.exists():
@@ -214,6 +214,28 @@ def prepare(
             except OSError:
                 break
         raise
+
+
+def load_tokenizer(fmt: RawFormat, corpus_dir: Path, manifest: dict[str, Any], where: Path | None = None) -> Tokenizer:
+    """``fmt.load_tokenizer`` of a prepared corpus, checked against its manifest whatever the
+    format: the same identity, vocabulary size and (where recorded) hash as the tokenizer the
+    corpus was prepared with, else one DataError line naming ``where`` (default ``corpus_dir``).
+    A format whose ``load_tokenizer`` does not give back what its ``fit_tokenizer`` wrote (e.g.
+    one that forgot to define it) fails here instead of decoding with the wrong table."""
+    where = Path(where or corpus_dir)
+    info = manifest.get("tokenizer") or {}
+    tok = fmt.load_tokenizer(Path(corpus_dir), manifest)
+    name = f"{type(fmt).__name__}.load_tokenizer"
+    if tok.identity != info.get("identity"):
+        raise DataError(
+            f"{where}: {name} gives tokenizer '{tok.identity}', but the corpus was prepared with "
+            f"'{info.get('identity')}' (the format's load_tokenizer must load what its fit_tokenizer wrote)"
+        )
+    if "vocab_size" in info and int(tok.vocab_size) != int(info["vocab_size"]):
+        raise DataError(f"{where}: {name} gives a vocabulary of {tok.vocab_size}, the manifest {info['vocab_size']}")
+    if "hash" in info and tok.hash() != info["hash"]:
+        raise DataError(f"{where}: tokenizer files do not match the manifest (damaged or modified)")
+    return tok
 
 
 def check_source_dir(source: Path | str) -> Path:
@@ -358,8 +380,8 @@ def list_corpora(root: Path) -> list[dict[str, Any]]:
     return out
 
 
-class Corpus(DocumentSource):
-    """A prepared corpus as a :class:`DocumentSource` (memory-mapped; nothing is loaded up front).
+class Corpus(CorpusSource):
+    """A prepared corpus as a :class:`CorpusSource` (memory-mapped; nothing is loaded up front).
 
     ``fmt.tokens`` / ``fmt.positions`` turn stored content into the model's sequences under the
     preset's data config (e.g. an image ordering, a lower resolution)."""
@@ -368,7 +390,7 @@ class Corpus(DocumentSource):
         self.dir = Path(corpus_dir)
         self.manifest = read_manifest(self.dir)
         self.fmt, self.cfg = fmt, data_cfg
-        self.tokenizer: Tokenizer = fmt.load_tokenizer(self.dir, self.manifest)
+        self.tokenizer: Tokenizer = load_tokenizer(fmt, self.dir, self.manifest)
         self.vocab_size = int(self.manifest["tokenizer"]["vocab_size"]) + NUM_RESERVED
         self._dtype = np.dtype(self.manifest["content_dtype"])
         self._bins: dict[str, np.ndarray] = {}

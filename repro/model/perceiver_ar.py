@@ -23,7 +23,7 @@ from flax import nnx
 
 from repro.config import ModelConfig
 from repro.data.tokens import PAD_ID
-from repro.model import positions as P
+from repro.model import positions
 from repro.model.attention import attend
 
 # Haiku's LayerNorm default in the official Perceiver code.
@@ -133,20 +133,20 @@ class Attention(nnx.Module):
 
     def project_q(self, xq_BxMxD, qpos_BxM):
         q = self._split(self.q(xq_BxMxD))
-        return P.apply_rotary(q, qpos_BxM, self.fraction, self.wavelength) if self.rotary else q
+        return positions.apply_rotary(q, qpos_BxM, self.fraction, self.wavelength) if self.rotary else q
 
     def project_kv(self, xkv_BxLxD, kpos_BxL):
         k, v = self._merged(xkv_BxLxD, self.k, self.v)
         if self.rotary:
-            k = P.apply_rotary(k, kpos_BxL, self.fraction, self.wavelength)
+            k = positions.apply_rotary(k, kpos_BxL, self.fraction, self.wavelength)
         return k, v
 
     def project_qkv(self, x_BxTxD, pos_BxT):
         """Self-attention: ``project_q`` and ``project_kv`` of the same inputs, in one matmul."""
         q, k, v = self._merged(x_BxTxD, self.q, self.k, self.v)
         if self.rotary:
-            q = P.apply_rotary(q, pos_BxT, self.fraction, self.wavelength)
-            k = P.apply_rotary(k, pos_BxT, self.fraction, self.wavelength)
+            q = positions.apply_rotary(q, pos_BxT, self.fraction, self.wavelength)
+            k = positions.apply_rotary(k, pos_BxT, self.fraction, self.wavelength)
         return q, k, v
 
     def _merged(self, x_BxTxD, *linears):
@@ -178,7 +178,7 @@ class Attention(nnx.Module):
 
         k, v = gather(k_table), gather(v_table)
         if self.rotary:
-            k = P.apply_rotary(k, kpos_BxL, self.fraction, self.wavelength)
+            k = positions.apply_rotary(k, kpos_BxL, self.fraction, self.wavelength)
         return k, v
 
     def output(self, heads_BxMxHxK):
@@ -305,9 +305,9 @@ class PerceiverAR(nnx.Module):
             for p, table in enumerate(self.pos_tables):
                 x = x + table(pos_BxLxP[..., p])
         elif cfg.position_encoding == "sinusoidal":
-            wl = cfg.max_wavelength or P.SINUSOIDAL_MAX_WAVELENGTH  # official max_scale
+            wl = cfg.max_wavelength or positions.SINUSOIDAL_MAX_WAVELENGTH  # official max_scale
             for p in range(pos_BxLxP.shape[-1]):
-                x = x + P.sinusoidal_features(pos_BxLxP[..., p], cfg.input_width, wl).astype(x.dtype)
+                x = x + positions.sinusoidal_features(pos_BxLxP[..., p], cfg.input_width, wl).astype(x.dtype)
         return x
 
     def key_inputs(self, tokens_BxL, pos_BxLxP):
@@ -371,7 +371,7 @@ class PerceiverAR(nnx.Module):
         if positions_BxLxP is None:
             if cfg.positions_from_data:
                 raise ValueError("this model takes positions from the data, but none were given")
-            positions_BxLxP = P.implicit_positions(B, L)
+            positions_BxLxP = positions.implicit_positions(B, L)
         keys = _Keys(rng)
         valid_BxL = tokens_BxL != PAD_ID
         idx_L = jnp.arange(L, dtype=jnp.int32)

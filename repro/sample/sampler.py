@@ -42,7 +42,7 @@ import numpy as np
 from flax import nnx
 
 from repro.data.tokens import EOS_ID, NUM_RESERVED, PAD_ID
-from repro.model import cache as C
+from repro.model import cache
 
 NEG = -1e30
 
@@ -211,9 +211,9 @@ def _run(state, buf, pos, forced, seed, *, graphdef, num_new, cfg, use_cache, fi
 
     if use_cache:
         w, wp = window(buf, P), (window(pos, P) if has_pos else None)
-        logits, cache = C.prefill(model, w, wp, num_latents=init_fill)
+        logits, kv = cache.prefill(model, w, wp, num_latents=init_fill)
     else:
-        logits, cache = full(buf, 0), None
+        logits, kv = full(buf, 0), None
     logs = record(0, logits, logs)
     buf, done = pick(0, logits, done, buf)
 
@@ -222,24 +222,24 @@ def _run(state, buf, pos, forced, seed, *, graphdef, num_new, cfg, use_cache, fi
         return (s < num_new) & ~jnp.all(done)
 
     def recompute_step(carry):
-        s, b, done, cache, logs = carry
+        s, b, done, kv, logs = carry
         logits = full(b, s)
         b, done = pick(s, logits, done, b)
-        return s + 1, b, done, cache, record(s, logits, logs)
+        return s + 1, b, done, kv, record(s, logits, logs)
 
     def decode(carry):
-        s, b, done, cache, logs = carry
+        s, b, done, kv, logs = carry
         p1 = pos[:, L + P + s - 1] if has_pos else None
-        logits, cache = C.decode_step(model, cache, b[:, L + P + s - 1], p1)
+        logits, kv = cache.decode_step(model, kv, b[:, L + P + s - 1], p1)
         b, done = pick(s, logits, done, b)
-        return s + 1, b, done, cache, record(s, logits, logs)
+        return s + 1, b, done, kv, record(s, logits, logs)
 
     def reset(carry):
-        s, b, done, cache, logs = carry
+        s, b, done, kv, logs = carry
         wp = window(pos, P + s) if has_pos else None
-        logits, cache = C.prefill(model, window(b, P + s), wp, num_latents=fill)
+        logits, kv = cache.prefill(model, window(b, P + s), wp, num_latents=fill)
         b, done = pick(s, logits, done, b)
-        return s + 1, b, done, cache, record(s, logits, logs)
+        return s + 1, b, done, kv, record(s, logits, logs)
 
     def cycle(carry):
         # Decode until the latent cache is full (an inner loop, so the cache is updated in place),
@@ -247,7 +247,7 @@ def _run(state, buf, pos, forced, seed, *, graphdef, num_new, cfg, use_cache, fi
         carry = jax.lax.while_loop(lambda c: running(c) & (c[3].n < M), decode, carry)
         return jax.lax.cond(running(carry), reset, lambda c: c, carry)
 
-    carry = (jnp.int32(1), buf, done, cache, logs)
+    carry = (jnp.int32(1), buf, done, kv, logs)
     _, buf, done, _, logs = jax.lax.while_loop(running, cycle if use_cache else recompute_step, carry)
     return buf, done, logs
 
@@ -306,7 +306,7 @@ def generate(
         fn = positions_fn or (lambda o: (o + 1)[..., None])
         pos_seq = np.where((offsets >= 0)[..., None], fn(np.maximum(offsets, 0)), 0).astype(np.int32)
         pos = np.concatenate([np.zeros((B, L, pos_seq.shape[-1]), np.int32), pos_seq], axis=1)
-    use_cache = cfg.use_cache and C.supports_cache(mc)
+    use_cache = cfg.use_cache and cache.supports_cache(mc)
     fills = _fills(cfg, M) if use_cache else (M, M)
     graphdef, state = nnx.split(model)
     run = _runner(tuple(sorted((compiler_options or {}).items())))

@@ -43,7 +43,7 @@ from flax import nnx
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from repro import config as C
+from repro import config
 from repro.checkpoint import BestBy, Checkpointer, restore_verified, state_checksum
 from repro.data.pipeline import Pipeline, Prefetcher
 from repro.data.store import check_run_data, record_run_data
@@ -72,7 +72,7 @@ __all__ = ["Run", "TrainingDiverged", "TrainingInterrupted", "build", "train"]
 class Run:
     """A built run: model graph, parameters, optimiser state, shardings and jitted steps."""
 
-    exp: C.Experiment
+    exp: config.Experiment
     graphdef: Any
     params: Any
     opt_state: Any
@@ -89,14 +89,14 @@ def _with_sharding(abstract, shardings):
     return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
 
 
-def build(exp: C.Experiment, *, mesh=None, init: bool = True) -> Run:
+def build(exp: config.Experiment, *, mesh=None, init: bool = True) -> Run:
     """Shapes first, then shardings, then a jitted, sharded initialisation: the model is never
     materialised on one device. ``init=False`` leaves ``params`` / ``opt_state`` abstract
     (ShapeDtypeStructs with shardings), for dry runs and for restoring a checkpoint."""
     mesh = mesh or make_mesh(exp.mesh)
     micro = exp.train.batch_size // exp.train.grad_accum
     if micro % batch_divisor(mesh):
-        raise C.ConfigError(
+        raise config.ConfigError(
             f"the (micro-)batch of {micro} rows cannot be split over the mesh's {batch_divisor(mesh)} "
             f"data-parallel devices ({describe(mesh)}); change train.batch_size or the mesh"
         )
@@ -113,7 +113,7 @@ def build(exp: C.Experiment, *, mesh=None, init: bool = True) -> Run:
 
 
 @functools.lru_cache(maxsize=8)
-def _parts(exp: C.Experiment, mesh) -> dict[str, Any]:
+def _parts(exp: config.Experiment, mesh) -> dict[str, Any]:
     """Everything of a build but the state, cached per (experiment, mesh): building the same run
     twice in a process (tests, eval after train) reuses the compiled init and step functions."""
     seed = exp.train.seed
@@ -161,25 +161,27 @@ def _comparable(d: dict) -> dict:
     return out
 
 
-def config_fingerprint(exp: C.Experiment) -> str:
+def config_fingerprint(exp: config.Experiment) -> str:
     """sha256 of the config minus what may change on resume (step budget, mesh): checkpoints
     record it, so a checkpoint is never restored into another config, config.json or not."""
-    d = _comparable(json.loads(json.dumps(C.experiment_to_dict(exp))))
+    d = _comparable(json.loads(json.dumps(config.experiment_to_dict(exp))))
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
 
 
-def _check_workdir(workdir: Path, exp: C.Experiment) -> None:
+def _check_workdir(workdir: Path, exp: config.Experiment) -> None:
     cfg_path = workdir / "config.json"
     if cfg_path.exists():
         try:
             old = json.loads(cfg_path.read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-            raise C.ConfigError(f"{cfg_path} is not valid JSON; use a fresh --workdir") from None
+            raise config.ConfigError(f"{cfg_path} is not valid JSON; use a fresh --workdir") from None
         if not isinstance(old, dict) or not all(isinstance(old.get(k, {}), dict) for k in ("train", "mesh")):
-            raise C.ConfigError(f"{cfg_path} is not a run config; use a fresh --workdir")
-        new = json.loads(json.dumps(C.experiment_to_dict(exp)))
+            raise config.ConfigError(f"{cfg_path} is not a run config; use a fresh --workdir")
+        new = json.loads(json.dumps(config.experiment_to_dict(exp)))
         if _comparable(new) != _comparable(old):
-            raise C.ConfigError(f"{workdir} holds a run with a different config; pass another --workdir (or delete it)")
+            raise config.ConfigError(
+                f"{workdir} holds a run with a different config; pass another --workdir (or delete it)"
+            )
 
 
 class _StopRequest:
@@ -230,7 +232,7 @@ def _track_first_bad(first_bad, finite, step):
 
 
 def train(
-    exp: C.Experiment,
+    exp: config.Experiment,
     dataset: Pipeline,
     workdir: Path,
     *,
@@ -269,8 +271,8 @@ def train(
             init = None
             if t.init_from and ckpt.latest_step() is None:
                 if t.init_preset is not None and init_dir is None:
-                    raise C.ConfigError(f"train.init_from={t.init_from} is a curriculum stage: `repro run` trains "
-                                        f"preset {t.init_preset} first")  # fmt: skip
+                    raise config.ConfigError(f"train.init_from={t.init_from} is a curriculum stage: `repro run` trains "
+                                             f"preset {t.init_preset} first")  # fmt: skip
                 src = Path(init_dir) if init_dir is not None else Path(t.init_from)
                 init = _params_from(src, run, lambda m: console.print(f"[yellow]warning:[/] {m}"))
             # A run resumes only on the data it was trained on (the store may have been prepared
@@ -279,7 +281,7 @@ def train(
             if ckpt.latest_step() is not None:
                 check_run_data(workdir, info, "resume")
             if is_main:
-                write_json_atomic(workdir / "config.json", C.experiment_to_dict(exp))
+                write_json_atomic(workdir / "config.json", config.experiment_to_dict(exp))
                 if info.manifest_hash:
                     record_run_data(workdir, info)
             return _train(exp, section, dataset, workdir, run, ckpt, console, show_progress, is_main, prefetch, init,
@@ -303,8 +305,8 @@ class _workdir_lock:
                 fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 os.close(self.fd)
-                raise C.ConfigError(f"another `repro run` is training in {self.path.parent}; wait for it "
-                                    "(or stop it) and rerun") from None  # fmt: skip
+                raise config.ConfigError(f"another `repro run` is training in {self.path.parent}; wait for it "
+                                         "(or stop it) and rerun") from None  # fmt: skip
             os.ftruncate(self.fd, 0)
             os.write(self.fd, f"{os.getpid()}\n".encode())
         return self
@@ -322,10 +324,12 @@ def _params_from(src: Path, run: Run, warn) -> tuple[Any, int]:
     learned position table may have fewer rows (a shorter curriculum stage): :func:`_grow_into`
     completes it."""
     if not (src / "checkpoints").is_dir():
-        raise C.ConfigError(f"train.init_from={src}: no checkpoints/ there (a run directory of `repro run`)")
+        raise config.ConfigError(f"train.init_from={src}: no checkpoints/ there (a run directory of `repro run`)")
     like = run.abstract
+    import experiments  # noqa: F401 - registers every section's data config: config.json reads back into it
+
     try:  # the source's own shapes, from its config.json (its position tables may be smaller)
-        src_exp = C.experiment_from_dict(json.loads((src / "config.json").read_text()))
+        src_exp = config.experiment_from_dict(json.loads((src / "config.json").read_text()))
         src_abstract = build(dataclasses.replace(src_exp, mesh=run.exp.mesh), mesh=run.mesh, init=False).abstract
     except (OSError, ValueError, TypeError, KeyError):
         src_abstract = None
@@ -334,13 +338,13 @@ def _params_from(src: Path, run: Run, warn) -> tuple[Any, int]:
     other = Checkpointer(src, read_only=True)
     try:
         step, state, _ = restore_verified(other, like, None, warn=warn)
-    except C.ConfigError:
-        raise C.ConfigError(f"train.init_from={src}: its parameters do not have this model's shapes "
-                            "(only learned position tables may grow)") from None  # fmt: skip
+    except config.ConfigError:
+        raise config.ConfigError(f"train.init_from={src}: its parameters do not have this model's shapes "
+                                 "(only learned position tables may grow)") from None  # fmt: skip
     finally:
         other.close()
     if not step:
-        raise C.ConfigError(f"train.init_from={src}: no checkpoint could be restored")
+        raise config.ConfigError(f"train.init_from={src}: no checkpoint could be restored")
     return state["params"], step
 
 
