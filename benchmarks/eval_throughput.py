@@ -83,7 +83,7 @@ def main() -> None:
     from repro.eval.evaluate import evaluate
     from repro.eval.protocols import EvalBatches, parse_protocol
     from repro.runinfo import provenance, write_json_atomic
-    from repro.train.loop import build
+    from repro.train.state import build
 
     exp = experiment(a.context, a.batch)
     L, M, B = exp.model.max_context, exp.model.num_latents, a.batch

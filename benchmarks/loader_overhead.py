@@ -27,7 +27,7 @@ from experiments import SECTIONS  # noqa: E402
 from repro.data.pipeline import Prefetcher  # noqa: E402
 from repro.parallel import batch_sharding  # noqa: E402
 from repro.runinfo import provenance, write_json_atomic, write_text_atomic  # noqa: E402
-from repro.train.loop import build  # noqa: E402
+from repro.train.state import build  # noqa: E402
 
 PRESETS = (("copy", "cpu"), ("imagenet64", "cpu"))
 

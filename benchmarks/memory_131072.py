@@ -37,7 +37,7 @@ from repro.dryrun import cost_flops, memory_stats  # noqa: E402
 from repro.flops import human, train_step_flops  # noqa: E402
 from repro.parallel import batch_sharding  # noqa: E402
 from repro.runinfo import provenance, write_json_atomic  # noqa: E402
-from repro.train.loop import build  # noqa: E402
+from repro.train.state import build  # noqa: E402
 
 
 def rss_bytes() -> int:

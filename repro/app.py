@@ -184,7 +184,7 @@ def load_run(section: Section, workdir: Path, checkpoint: str | int = "latest"):
     kept steps."""
     import experiments  # noqa: F401 - registers every section's data config: config.json reads back into it
     from repro.checkpoint import BestBy, Checkpointer
-    from repro.train.loop import build
+    from repro.train.state import build
 
     selector = checkpoint_selector(checkpoint)
     workdir = Path(workdir)

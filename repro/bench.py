@@ -1,7 +1,7 @@
 """``repro bench``: training cost of Perceiver AR vs the Transformer baseline across context lengths.
 
 For each context length N, both models are built with the suite's own training engine
-(``repro.train.loop.build``: same blocks, positions, optimiser and jitted, donated train step);
+(``repro.train.state.build``: same blocks, positions, optimiser and jitted, donated train step);
 the Transformer is ``repro.baseline.as_transformer`` (M = N, L + 1 layers). Per model:
 
 1. lower and compile the train step; record XLA's ``memory_analysis()`` (the compiled program's
@@ -107,7 +107,7 @@ class _Prepared:
 
     def __init__(self, exp: Experiment, budget_bytes: float, log):
         from repro.dryrun import abstract_batch, cost_flops, memory_stats
-        from repro.train.loop import build
+        from repro.train.state import build
 
         self.exp, self.times, self.skipped = exp, [], None
         run = build(exp, init=False)

@@ -67,7 +67,7 @@ def cost_flops(compiled) -> float | None:
 
 
 def dry_run(exp: Experiment, *, compile: bool = False) -> dict[str, Any]:
-    from repro.train.loop import build  # imports the model; keep `repro list` light
+    from repro.train.state import build  # imports the model; keep `repro list` light
 
     t0 = time.perf_counter()
     run = build(exp, init=False)

@@ -403,7 +403,7 @@ def import_official(checkpoint: Path, exp: Experiment, workdir: Path) -> dict[st
     with the mapping table). Refuses a workdir that already holds a run."""
     from repro.checkpoint import Checkpointer
     from repro.runinfo import git_sha, now, write_json_atomic
-    from repro.train.loop import build
+    from repro.train.state import build
 
     exp = exp.validate()
     workdir = Path(workdir)

@@ -20,7 +20,7 @@ import numpy as np  # noqa: E402
 from experiments import SECTIONS  # noqa: E402
 from repro.config import MeshConfig  # noqa: E402
 from repro.parallel import batch_sharding, make_mesh, process_batch_block  # noqa: E402
-from repro.train.loop import build  # noqa: E402
+from repro.train.state import build  # noqa: E402
 
 STEPS = 3
 

@@ -15,7 +15,8 @@ from experiments.copy import CopySection
 from repro import app
 from repro.checkpoint import Checkpointer
 from repro.config import ConfigError, apply_overrides
-from repro.train.loop import _grow_into, _growable, _params_from, build
+from repro.train.loop import _grow_into, _growable, _params_from
+from repro.train.state import build
 
 COPY = SECTIONS["copy"]
 

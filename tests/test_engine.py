@@ -62,7 +62,7 @@ def losses(workdir: Path) -> dict[int, float]:
 
 
 def final_params(workdir: Path, step: int | None = None):
-    from repro.train.loop import build
+    from repro.train.state import build
 
     exp = experiment_from_dict(json.loads((workdir / "config.json").read_text()))
     ck = Checkpointer(workdir, read_only=True)
@@ -296,7 +296,7 @@ def test_sigint_saves_and_exits_130(tmp_path, cli_env):
 
 
 def _one_step(exp, steps=1):
-    from repro.train.loop import build
+    from repro.train.state import build
 
     run = build(exp)
     ds = COPY.make_dataset(exp)

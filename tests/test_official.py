@@ -44,7 +44,7 @@ from repro.official import (
     import_official,
     load_official_checkpoint,
 )
-from repro.train.loop import build
+from repro.train.state import build
 
 # ---------------------------------------------------------------------------------------- rotary
 

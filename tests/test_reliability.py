@@ -63,7 +63,7 @@ def test_every_config_field_at_its_boundaries_is_valid_or_one_config_error(name)
 
 def test_valid_boundary_values_build(tmp_path):
     """Values that validate also build (abstract shapes): no crash hides behind a valid config."""
-    from repro.train.loop import build
+    from repro.train.state import build
 
     exp = COPY.presets["smoke"]
     for key, value in _fields(exp):
@@ -481,7 +481,8 @@ def test_init_from_starts_a_longer_run_from_another_runs_parameters(copy_run, tm
     0; a model of other shapes is refused in one line."""
     import jax
 
-    from repro.train.loop import _params_from, build
+    from repro.train.loop import _params_from
+    from repro.train.state import build
 
     exp, wd, _ = copy_run
     longer = apply_overrides(COPY.presets["smoke"], ["data.seq_len=48", "model.max_context=48", f"train.init_from={wd}",

@@ -11,8 +11,8 @@ import pytest
 from experiments import SECTIONS
 from repro.config import OptimConfig
 from repro.data.tokens import PAD_ID
-from repro.train.loop import build
 from repro.train.optim import learning_rate_schedule
+from repro.train.state import build
 from repro.train.step import token_losses
 
 

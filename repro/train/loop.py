@@ -25,21 +25,18 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
-import functools
 import hashlib
 import json
 import os
 import signal
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -48,99 +45,16 @@ from repro.checkpoint import BestBy, Checkpointer, restore_verified, state_check
 from repro.data.pipeline import Pipeline, Prefetcher
 from repro.data.store import check_run_data, record_run_data
 from repro.eval.evaluate import evaluate
-from repro.model import PerceiverAR, count_params
-from repro.parallel import (
-    batch_divisor,
-    batch_sharding,
-    describe,
-    make_mesh,
-    process_batch_block,
-    state_shardings,
-)
+from repro.parallel import batch_sharding, describe, process_batch_block
 from repro.results import make_row, read_row, write_row
 from repro.runinfo import git_sha, write_json_atomic
 from repro.train.errors import TrainingDiverged, TrainingInterrupted
-from repro.train.optim import learning_rate_schedule, make_optimizer
+from repro.train.optim import learning_rate_schedule
 from repro.train.runlog import RunLog, read_metrics
-from repro.train.step import make_steps
+from repro.train.state import Run, build
 from repro.train.tboard import TBLog
 
-__all__ = ["Run", "TrainingDiverged", "TrainingInterrupted", "build", "train"]
-
-
-@dataclass
-class Run:
-    """A built run: model graph, parameters, optimiser state, shardings and jitted steps."""
-
-    exp: config.Experiment
-    graphdef: Any
-    params: Any
-    opt_state: Any
-    steps: Any
-    mesh: Any
-    num_params: int
-    param_shardings: Any = None
-    opt_shardings: Any = None
-    tx: Any = None
-    abstract: dict[str, Any] = field(default_factory=dict)  # ShapeDtypeStructs with shardings
-
-
-def _with_sharding(abstract, shardings):
-    return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
-
-
-def build(exp: config.Experiment, *, mesh=None, init: bool = True) -> Run:
-    """Shapes first, then shardings, then a jitted, sharded initialisation: the model is never
-    materialised on one device. ``init=False`` leaves ``params`` / ``opt_state`` abstract
-    (ShapeDtypeStructs with shardings), for dry runs and for restoring a checkpoint."""
-    mesh = mesh or make_mesh(exp.mesh)
-    micro = exp.train.batch_size // exp.train.grad_accum
-    if micro % batch_divisor(mesh):
-        raise config.ConfigError(
-            f"the (micro-)batch of {micro} rows cannot be split over the mesh's {batch_divisor(mesh)} "
-            f"data-parallel devices ({describe(mesh)}); change train.batch_size or the mesh"
-        )
-    p = _parts(exp, mesh)
-    if init:
-        params = p["init_params"]()
-        opt_state = p["init_opt"](params)
-    else:
-        params, opt_state = p["abstract"]["params"], p["abstract"]["opt_state"]
-    return Run(
-        exp, p["graphdef"], params, opt_state, p["steps"], mesh, p["num_params"], p["param_sh"], p["opt_sh"],
-        p["tx"], p["abstract"],
-    )  # fmt: skip
-
-
-@functools.lru_cache(maxsize=8)
-def _parts(exp: config.Experiment, mesh) -> dict[str, Any]:
-    """Everything of a build but the state, cached per (experiment, mesh): building the same run
-    twice in a process (tests, eval after train) reuses the compiled init and step functions."""
-    seed = exp.train.seed
-
-    def make_model():
-        return PerceiverAR(exp.model, rngs=nnx.Rngs(seed))
-
-    abstract_model = nnx.eval_shape(make_model)
-    graphdef, abstract_params = nnx.split(abstract_model)
-    tx = make_optimizer(exp.optim)
-    param_sh = state_shardings(abstract_params, mesh)
-    abstract_opt = jax.eval_shape(tx.init, abstract_params)
-    opt_sh = state_shardings(abstract_opt, mesh)
-    return {
-        "graphdef": graphdef,
-        "tx": tx,
-        "param_sh": param_sh,
-        "opt_sh": opt_sh,
-        "abstract": {
-            "params": _with_sharding(abstract_params, param_sh),
-            "opt_state": _with_sharding(abstract_opt, opt_sh),
-        },
-        "num_params": count_params(abstract_model),
-        "init_params": jax.jit(lambda: nnx.state(make_model()), out_shardings=param_sh),
-        "init_opt": jax.jit(tx.init, out_shardings=opt_sh),
-        "steps": make_steps(exp, graphdef, tx, mesh, param_sh, opt_sh),
-    }
+__all__ = ["TrainingDiverged", "TrainingInterrupted", "config_fingerprint", "train"]
 
 
 # Config sections that may differ between a run and its resumption: the step budget, the
