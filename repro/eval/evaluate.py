@@ -11,7 +11,7 @@ marked targets right). When the batches come from a named protocol
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -19,7 +19,23 @@ from repro.data.pipeline import prefetch
 from repro.eval.metrics import NLLSums
 from repro.eval.protocols import EvalBatches
 
+if TYPE_CHECKING:
+    from repro.config import Experiment
+    from repro.data.source import DocumentSource
+
 MODEL_KEYS = ("inputs", "targets", "positions")
+
+
+def eval_document_count(exp: Experiment, source: DocumentSource, max_examples: int | None = None) -> int:
+    """How many documents of the evaluation split an evaluation of ``exp`` on ``source`` reads
+    (``source.eval_documents(split, num)``: its first ``num``, 0 = all): the one rule of ``repro
+    run``'s evaluations and ``repro eval``'s. By default training's ``data.eval_examples`` (0 =
+    the whole split). An explicit ``max_examples`` (``repro eval --max-examples N``) wins: the
+    whole split is read and the protocol keeps its first N documents; a synthetic split (``data.
+    eval_examples`` generated documents, its data hash computed over them) stays those documents."""
+    if max_examples is not None and not source.synthetic:
+        return 0
+    return exp.data.eval_examples
 
 
 def _pad_batch(batch: dict[str, np.ndarray], size: int) -> tuple[dict[str, np.ndarray], int]:

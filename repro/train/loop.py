@@ -1,4 +1,10 @@
-"""The training loop: build, resume, train, evaluate, checkpoint, write results.
+"""The training loop (:func:`train`): resume (or start), run the steps, finish.
+
+Before the first step, the run is built (``repro.train.state.build``), its state restored from
+the newest good checkpoint or initialised (:func:`_resume`), and how it evaluates resolved once
+(:class:`EvalPlan`: split and documents, protocol, cadence, headline, stop rule, best-checkpoint
+rule). A :class:`_Session` then runs the steps, logging, evaluating, checking and checkpointing
+where a step is due, and finishes with the result row.
 
 Everything a run produces lives in its workdir:
 
@@ -25,14 +31,17 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
+import functools
 import hashlib
 import json
 import os
 import signal
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
@@ -44,7 +53,7 @@ from repro import config
 from repro.checkpoint import BestBy, Checkpointer, restore_verified, state_checksum
 from repro.data.pipeline import Pipeline, Prefetcher
 from repro.data.store import check_run_data, record_run_data
-from repro.eval.evaluate import evaluate
+from repro.eval.evaluate import eval_document_count, evaluate
 from repro.parallel import batch_sharding, describe, process_batch_block
 from repro.results import make_row, read_row, write_row
 from repro.runinfo import git_sha, write_json_atomic
@@ -54,7 +63,11 @@ from repro.train.runlog import RunLog, read_metrics
 from repro.train.state import Run, build
 from repro.train.tboard import TBLog
 
-__all__ = ["TrainingDiverged", "TrainingInterrupted", "config_fingerprint", "train"]
+if TYPE_CHECKING:
+    from repro.data.source import DatasetInfo, DocumentSource
+    from repro.section import Metric, Section
+
+__all__ = ["EvalPlan", "TrainingDiverged", "TrainingInterrupted", "config_fingerprint", "train"]
 
 
 # Config sections that may differ between a run and its resumption: the step budget, the
@@ -145,12 +158,53 @@ def _track_first_bad(first_bad, finite, step):
     return jnp.where((first_bad < 0) & ~finite, step, first_bad)
 
 
+@dataclass(frozen=True)
+class EvalPlan:
+    """How training evaluates, resolved once before the first step: the first ``documents`` of
+    ``split`` (0 = all: :func:`repro.eval.evaluate.eval_document_count`, the rule ``repro eval``
+    shares) under ``protocol``, every ``every`` steps and at the last; the headline it prints,
+    the section's stop rule and the best-checkpoint rule (``keep_best``: evaluated steps are
+    saved too, so the best one can be kept)."""
+
+    split: str
+    documents: int
+    protocol: str
+    bits_per_dim: bool
+    batch_size: int
+    every: int
+    last_step: int
+    headline: Metric
+    stop_rule: Callable[[dict[str, Any]], bool]
+    best: BestBy
+    keep_best: bool
+
+    @classmethod
+    def of(cls, section: Section, exp: config.Experiment, source: DocumentSource) -> EvalPlan:
+        t = exp.train
+        return cls(
+            split=exp.data.eval_split, documents=eval_document_count(exp, source),
+            protocol=section.default_protocol(exp), bits_per_dim=section.bits_per_dim(exp), batch_size=t.batch_size,
+            every=t.eval_every, last_step=t.steps, headline=section.headline,
+            stop_rule=functools.partial(section.stop, exp), best=BestBy.headline(section.headline),
+            keep_best=t.keep_best_checkpoints > 0,
+        )  # fmt: skip
+
+    def due(self, step: int) -> bool:
+        return step % self.every == 0 or step == self.last_step
+
+    def evaluate(self, dataset: Pipeline, run: Run) -> dict[str, Any]:
+        batches = dataset.eval_batches(
+            self.split, self.documents, self.batch_size, self.protocol, bits_per_dim=self.bits_per_dim
+        )
+        return evaluate(run.steps.eval, run.params, batches, self.batch_size)
+
+
 def train(
     exp: config.Experiment,
     dataset: Pipeline,
     workdir: Path,
     *,
-    section=None,
+    section: Section | None = None,
     console: Console | None = None,
     show_progress: bool = True,
     prefetch: int = 2,
@@ -161,12 +215,13 @@ def train(
     returns the final result row (``repro/results.py``). ``section``: the
     :class:`repro.section.Section` (default: the one named ``exp.section``). ``init_dir``: the
     run directory a ``train.init_from="preset:NAME"`` run starts from (its earlier stage, trained
-    by ``repro.app.run``); ``curriculum``: those stages' summaries, for the result row."""
+    by ``repro.app.run``); ``curriculum``: those stages' summaries, for the result row.
+
+    Resume (or start), run the steps, finish: evaluate if no step did, write the result row."""
     if section is None:
         from experiments import SECTIONS
 
         section = SECTIONS[exp.section]
-    t = exp.train
     is_main = jax.process_index() == 0
     console = console or Console(stderr=True)
     if not is_main:
@@ -177,31 +232,90 @@ def train(
     with _workdir_lock(workdir, is_main):
         _check_workdir(workdir, exp)
         run = build(exp, init=False)
-        ckpt = Checkpointer(workdir, keep=t.keep_checkpoints, keep_best=t.keep_best_checkpoints,
-                            best=BestBy.headline(section.headline))  # fmt: skip
+        plan = EvalPlan.of(section, exp, dataset.source)
+        ckpt = Checkpointer(workdir, keep=exp.train.keep_checkpoints, keep_best=exp.train.keep_best_checkpoints,
+                            best=plan.best)  # fmt: skip
         try:
-            # train.init_from is read before config.json is written: a bad source leaves nothing
-            # that would block the corrected command in the same workdir.
-            init = None
-            if t.init_from and ckpt.latest_step() is None:
-                if t.init_preset is not None and init_dir is None:
-                    raise config.ConfigError(f"train.init_from={t.init_from} is a curriculum stage: `repro run` trains "
-                                             f"preset {t.init_preset} first")  # fmt: skip
-                src = Path(init_dir) if init_dir is not None else Path(t.init_from)
-                init = _params_from(src, run, lambda m: console.print(f"[yellow]warning:[/] {m}"))
-            # A run resumes only on the data it was trained on (the store may have been prepared
-            # again since, e.g. with another tokenizer): one line, nothing written.
-            info = dataset.source.info
-            if ckpt.latest_step() is not None:
-                check_run_data(workdir, info, "resume")
-            if is_main:
-                write_json_atomic(workdir / "config.json", config.experiment_to_dict(exp))
-                if info.manifest_hash:
-                    record_run_data(workdir, info)
-            return _train(exp, section, dataset, workdir, run, ckpt, console, show_progress, is_main, prefetch, init,
-                          curriculum)  # fmt: skip
+            init = _init_params(run, ckpt, init_dir, console)
+            _record_run(workdir, exp, dataset.source.info, ckpt, is_main)
+            fingerprint = config_fingerprint(exp)
+            start, finished = _resume(run, ckpt, workdir, fingerprint, init, console)
+            if finished is not None:
+                return finished
+            session = _Session(section, dataset, workdir, run, ckpt, plan, fingerprint, start, console, is_main,
+                               show_progress)  # fmt: skip
+            step = session.run_steps(prefetch)
+            return session.finish(step, curriculum)
         finally:
             ckpt.close()
+
+
+def _warn(console: Console, message: str) -> None:
+    console.print(f"[yellow]warning:[/] {message}", highlight=False)
+
+
+def _init_params(run: Run, ckpt: Checkpointer, init_dir: Path | None, console: Console) -> tuple[Any, int] | None:
+    """``train.init_from``'s parameters and step for a run without a checkpoint yet, else None.
+    Read before config.json is written: a bad source leaves nothing that would block the
+    corrected command in the same workdir."""
+    t = run.exp.train
+    if not t.init_from or ckpt.latest_step() is not None:
+        return None
+    if t.init_preset is not None and init_dir is None:
+        raise config.ConfigError(f"train.init_from={t.init_from} is a curriculum stage: `repro run` trains "
+                                 f"preset {t.init_preset} first")  # fmt: skip
+    src = Path(init_dir) if init_dir is not None else Path(t.init_from)
+    return _params_from(src, run, lambda m: console.print(f"[yellow]warning:[/] {m}"))
+
+
+def _record_run(workdir: Path, exp: config.Experiment, info: DatasetInfo, ckpt: Checkpointer, is_main: bool) -> None:
+    """config.json and data.json (process 0). A run resumes only on the data it was trained on
+    (the store may have been prepared again since, e.g. with another tokenizer): one line,
+    nothing written."""
+    if ckpt.latest_step() is not None:
+        check_run_data(workdir, info, "resume")
+    if is_main:
+        write_json_atomic(workdir / "config.json", config.experiment_to_dict(exp))
+        if info.manifest_hash:
+            record_run_data(workdir, info)
+
+
+def _resume(run: Run, ckpt: Checkpointer, workdir: Path, fingerprint: str, init: tuple[Any, int] | None,
+            console: Console) -> tuple[int, dict[str, Any] | None]:  # fmt: skip
+    """The step this session starts at, ``run``'s state restored from the newest good checkpoint
+    or initialised (fresh, or from ``init``: ``train.init_from``'s parameters and step); and the
+    recorded result row of a run that is already finished there (nothing to do), else None."""
+    t = run.exp.train
+    start, state, meta = restore_verified(ckpt, run.abstract, fingerprint, warn=functools.partial(_warn, console))
+    if not start:
+        fresh = build(run.exp, mesh=run.mesh)
+        run.params, run.opt_state = fresh.params, fresh.opt_state
+        if init is not None:
+            src_params, init_step = init
+            run.params = _grow_into(run.params, src_params, t.init_positions)
+            console.print(f"[bold]initialised[/] from {t.init_from} (its step {init_step}): parameters only, "
+                          "fresh optimiser state, step 0", highlight=False)  # fmt: skip
+        return start, None
+    run.params, run.opt_state = state["params"], state["opt_state"]
+    if meta.get("data_position", start) != start:
+        raise RuntimeError(f"checkpoint {start} records data position {meta['data_position']}")
+    finished = start >= t.steps or (meta.get("stopped_early") and meta.get("train_steps") == t.steps)
+    row = _recorded_row(workdir / "results.json") if finished else None
+    if row is not None and row.get("steps") == start:
+        console.print(f"[bold]finished[/]: {workdir} already holds this run's result at step {start} "
+                      f"(pass a larger --steps to train on)", highlight=False)  # fmt: skip
+        return start, row
+    console.print(f"[bold]resuming[/] from step {start} in {workdir}")
+    return start, None
+
+
+def _recorded_row(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        return read_row(path)
+    except ValueError:
+        return None
 
 
 class _workdir_lock:
@@ -305,202 +419,212 @@ def _grow_into(fresh, src, how: str = "extend"):
     return jax.tree.map(one, fresh, src)
 
 
-def _train(exp, section, dataset: Pipeline, workdir: Path, run: Run, ckpt: Checkpointer, console, show_progress,
-           is_main, prefetch, init=None, curriculum=None):  # fmt: skip
-    t = exp.train
-    pc = jax.process_count()
-    fingerprint = config_fingerprint(exp)
+class _Bar:
+    """The training progress bar (off unless shown on process 0)."""
 
-    def warn(m):
-        console.print(f"[yellow]warning:[/] {m}", highlight=False)
+    def __init__(self, console: Console, total: int, completed: int, enabled: bool):
+        self.total, self.completed = total, completed
+        self.progress = Progress(
+            TextColumn("[bold blue]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(), console=console, disable=not enabled,
+        )  # fmt: skip
 
-    start, state, meta = restore_verified(ckpt, run.abstract, fingerprint, warn=warn)
-    if start:
-        run.params, run.opt_state = state["params"], state["opt_state"]
-        if meta.get("data_position", start) != start:
-            raise RuntimeError(f"checkpoint {start} records data position {meta['data_position']}")
-        finished = start >= t.steps or (meta.get("stopped_early") and meta.get("train_steps") == t.steps)
-        recorded = workdir / "results.json"
-        if finished and recorded.is_file():
-            try:
-                row = read_row(recorded)
-            except ValueError:
-                row = None
-            if row is not None and row.get("steps") == start:
-                console.print(f"[bold]finished[/]: {workdir} already holds this run's result at step {start} "
-                              f"(pass a larger --steps to train on)", highlight=False)  # fmt: skip
-                return row
-        console.print(f"[bold]resuming[/] from step {start} in {workdir}")
-    else:
-        fresh = build(exp, mesh=run.mesh)
-        run.params, run.opt_state = fresh.params, fresh.opt_state
-        if init is not None:
-            src_params, init_step = init
-            run.params = _grow_into(run.params, src_params, t.init_positions)
-            console.print(f"[bold]initialised[/] from {t.init_from} (its step {init_step}): parameters only, "
-                          "fresh optimiser state, step 0", highlight=False)  # fmt: skip
-    runlog = RunLog(workdir / "metrics.jsonl", enabled=is_main)
-    history = read_metrics(runlog.path, warn=warn)
-    if history and is_main:
-        runlog.resume(start)  # rows the interrupted session logged after `start` are superseded
-    history = [r for r in history if r.get("step", 0) <= start]
-    tb = TBLog(workdir, enabled=is_main and t.tensorboard, resume_step=start)
-    lr_at = learning_rate_schedule(exp.optim)
+    def __enter__(self) -> _Bar:
+        self.progress.__enter__()
+        self.task = self.progress.add_task("train", total=self.total, completed=self.completed, info="")
+        return self
 
-    data_sh = batch_sharding(run.mesh)
-    block, blocks = process_batch_block(data_sh, t.batch_size)
-    eval_bs = t.batch_size
-    headline = section.headline
-    protocol = section.default_protocol(exp)
-    bits_per_dim = section.bits_per_dim(exp)
+    def __exit__(self, *exc) -> None:
+        self.progress.__exit__(*exc)
 
-    def host_batch(step: int):
-        return dataset.train_batch(step, t.batch_size, block, blocks)
+    def info(self, text: str) -> None:
+        self.progress.update(self.task, info=text)
 
-    def global_batch(local):
-        return {k: jax.make_array_from_process_local_data(data_sh, v) for k, v in local.items()}
+    def done(self, step: int) -> None:
+        self.progress.update(self.task, completed=step)
 
-    def run_eval() -> dict[str, float]:
-        batches = dataset.eval_batches(
-            exp.data.eval_split, exp.data.eval_examples, eval_bs, protocol, bits_per_dim=bits_per_dim
+    def print(self, line: str) -> None:
+        self.progress.console.print(line, highlight=False)
+
+
+class _Session:
+    """One session of a run, from the step it resumed at: the steps with their logging (metrics.
+    jsonl from ``start`` on, TensorBoard), evaluations, checks and checkpoints, then the result
+    row. Only process 0 writes logs, results and console output."""
+
+    def __init__(self, section: Section, dataset: Pipeline, workdir: Path, run: Run, ckpt: Checkpointer,
+                 plan: EvalPlan, fingerprint: str, start: int, console: Console, is_main: bool,
+                 show_progress: bool):  # fmt: skip
+        self.exp, self.t = run.exp, run.exp.train
+        self.section, self.dataset, self.workdir, self.run = section, dataset, workdir, run
+        self.ckpt, self.plan, self.fingerprint, self.start = ckpt, plan, fingerprint, start
+        self.console, self.is_main = console, is_main
+        self.processes = jax.process_count()
+        self.runlog = RunLog(workdir / "metrics.jsonl", enabled=is_main)
+        history = read_metrics(self.runlog.path, warn=functools.partial(_warn, console))
+        if history and is_main:
+            self.runlog.resume(start)  # rows the interrupted session logged after `start` are superseded
+        self.history = [r for r in history if r.get("step", 0) <= start]
+        self.tb = TBLog(workdir, enabled=is_main and self.t.tensorboard, resume_step=start)
+        self.lr_at = learning_rate_schedule(self.exp.optim)
+        self.data_sh = batch_sharding(run.mesh)
+        self.block, self.blocks = process_batch_block(self.data_sh, self.t.batch_size)
+        self.bar = _Bar(console, self.t.steps, start, show_progress and is_main)
+        self.first_bad = jnp.int32(-1)  # on device: the first step whose state was non-finite (-1 = none)
+        self.stopped_early, self.last_eval = False, None
+        self.t0, self.tokens_seen, self.last_log_step = time.perf_counter(), 0.0, start
+
+    def run_steps(self, prefetch: int) -> int:
+        """Train from ``start`` to ``train.steps`` or an early stop; returns the last step. A stop
+        request (SIGINT / SIGTERM) saves a checkpoint, then raises TrainingInterrupted."""
+        self._announce()
+        step, self.t0 = self.start, time.perf_counter()
+        prefetcher = Prefetcher(self._host_batch, step, self.t.steps, depth=prefetch) if prefetch > 0 else None
+        try:
+            with self.bar, _StopRequest() as stop:
+                while step < self.t.steps:
+                    local = prefetcher.get(step) if prefetcher else self._host_batch(step)
+                    m = self._train_step(step, local)
+                    step += 1
+                    self._after_step(step, m, stop)
+                    if self.stopped_early:
+                        break
+        finally:
+            self.tb.close()
+            if prefetcher:
+                prefetcher.close()
+        return step
+
+    def _announce(self) -> None:
+        exp, run = self.exp, self.run
+        self.console.print(
+            f"[bold]{exp.section}/{exp.preset}[/] ({exp.scale}) {run.num_params:,} parameters, "
+            f"context {exp.model.max_context}, {exp.model.num_latents} latents, {self.t.steps} steps, "
+            f"mesh {describe(run.mesh)}, {self.processes} process(es), compute {exp.model.resolved_dtype()}, "
+            f"attention {exp.model.resolved_attention()}" + (", remat" if exp.model.remat else "")
         )
-        return evaluate(run.steps.eval, run.params, batches, eval_bs)
+        info = self.dataset.source.info
+        self.console.print(f"data: corpus '{info.corpus}' ({info.label}) in {info.path}, data hash {info.data_hash}"
+                           if info.corpus else f"data: {info.label}", highlight=False)  # fmt: skip
 
-    def log(row: dict) -> None:
-        history.append(row)
-        runlog.append(row)
+    def _host_batch(self, step: int) -> dict[str, np.ndarray]:
+        return self.dataset.train_batch(step, self.t.batch_size, self.block, self.blocks)
 
-    def save(step: int, eval_metrics: dict[str, float] | None) -> None:
+    def _train_step(self, step: int, local: dict[str, np.ndarray]) -> dict[str, jax.Array]:
+        """Step ``step`` -> ``step + 1`` on the global batch assembled from every process's block."""
+        batch = {k: jax.make_array_from_process_local_data(self.data_sh, v) for k, v in local.items()}
+        run = self.run
+        run.params, run.opt_state, m = run.steps.train(run.params, run.opt_state, batch, np.int32(step))
+        self.first_bad = _track_first_bad(self.first_bad, m["finite"], np.int32(step + 1))
+        return m
+
+    def _after_step(self, step: int, m: dict[str, jax.Array], stop: _StopRequest) -> None:
+        """Log, evaluate and checkpoint where ``step`` is due; a stop request saves, then raises."""
+        t = self.t
+        is_log = step % t.log_every == 0 or step == t.steps
+        # Multi-process: agree on a stop request at log steps only (one collective per log).
+        stop_now = self._agree(stop.signum is not None) if (self.processes == 1 or is_log) else False
+        if is_log:
+            self._log(step, m)
+        eval_now = self._evaluate(step) if self.plan.due(step) else None
+        # Evaluated steps are saved too (when keeping the best), so the best can be kept.
+        best_candidate = eval_now is not None and self.plan.keep_best
+        if step % t.checkpoint_every == 0 or step == t.steps or self.stopped_early or stop_now or best_candidate:
+            self._check_finite(step)
+            with stop.critical():
+                self._save(step, eval_now)
+        self.bar.done(step)
+        if stop_now:
+            name = signal.Signals(stop.signum).name if stop.signum else "a stop request on another process"
+            raise TrainingInterrupted(f"interrupted by {name} at step {step}: checkpoint saved in {self.ckpt.dir}; "
+                                      "rerun the same command to resume", step)  # fmt: skip
+
+    def _append(self, row: dict[str, Any]) -> None:
+        self.history.append(row)
+        self.runlog.append(row)
+
+    def _log(self, step: int, m: dict[str, jax.Array]) -> None:
+        self._check_finite(step)
+        m = {k: float(v) for k, v in jax.device_get(m).items() if k != "finite"}
+        # Tokens since the last log: the logged step's count times the steps in between.
+        self.tokens_seen += m["tokens"] * (step - self.last_log_step)
+        self.last_log_step = step
+        elapsed = time.perf_counter() - self.t0
+        self._append({"step": step, **m, "time": elapsed})
+        self.tb.scalars("train", {"loss": m["loss"], "lr": float(self.lr_at(step - 1)), "grad_norm": m["grad_norm"],
+                                  "tokens_per_second": self.tokens_seen / elapsed, "accuracy": m["accuracy"]},
+                        step)  # fmt: skip
+        self.bar.info(f"loss {m['loss']:.4f}  {self.tokens_seen / elapsed:,.0f} tok/s")
+
+    def _evaluate(self, step: int) -> dict[str, Any]:
+        self._check_finite(step)
+        ev = self.last_eval = self.plan.evaluate(self.dataset, self.run)
+        self._append({"step": step, **{f"eval/{k}": v for k, v in ev.items()}})
+        self.tb.scalars(f"eval/{ev.get('protocol') or self.plan.protocol}", ev, step)
+        h = self.plan.headline
+        value = h.format(ev.get(h.key))
+        self.bar.print(f"step {step:>6}: eval nats/token {ev['nats_per_token']:.4f}  {h.label} {value}")
+        self.stopped_early = self.plan.stop_rule(ev)
+        return ev
+
+    def _save(self, step: int, eval_metrics: dict[str, Any] | None) -> None:
+        t, exp = self.t, self.exp
         meta = {
             "rng": f"dropout key = fold_in(key(train.seed={t.seed}), step); "
             f"batch = f(data.train_seed={exp.data.train_seed}, step)",
             "seed": t.seed,
             "data_seed": exp.data.train_seed,
-            "mesh": describe(run.mesh),
-            "processes": pc,
-            "config_sha256": fingerprint,
+            "mesh": describe(self.run.mesh),
+            "processes": self.processes,
+            "config_sha256": self.fingerprint,
             "train_steps": t.steps,
-            "stopped_early": bool(stopped_early),
-            "state_checksum": state_checksum({"params": run.params, "opt_state": run.opt_state}),
+            "stopped_early": bool(self.stopped_early),
+            "state_checksum": state_checksum(self.run.state()),
         }
-        metrics = ckpt.best.metrics(eval_metrics) if eval_metrics else None
-        ckpt.save(step, {"params": run.params, "opt_state": run.opt_state}, meta, metrics)
+        metrics = self.plan.best.metrics(eval_metrics) if eval_metrics else None
+        self.ckpt.save(step, self.run.state(), meta, metrics)
 
-    first_bad = jnp.int32(-1)
-
-    def check_finite(step: int) -> None:
-        bad = int(first_bad)
+    def _check_finite(self, step: int) -> None:
+        """TrainingDiverged if a step so far left a non-finite state (checked before every log
+        line, evaluation and checkpoint: no bad state is ever saved)."""
+        bad = int(self.first_bad)
         if bad >= 0:
-            last = ckpt.latest_step()
+            last = self.ckpt.latest_step()
             kept = f"the last good checkpoint (step {last}) is kept" if last else "no checkpoint had been saved"
-            raise TrainingDiverged(
-                f"non-finite loss, gradient or parameter at step {bad} (checked at step {step}); "
-                f"training stopped; {kept} in {ckpt.dir}",
-                bad,
-            )
+            raise TrainingDiverged(f"non-finite loss, gradient or parameter at step {bad} (checked at step {step}); "
+                                   f"training stopped; {kept} in {self.ckpt.dir}", bad)  # fmt: skip
 
-    def agree(flag: bool) -> bool:
-        if pc == 1:
+    def _agree(self, flag: bool) -> bool:
+        """True on every process when it is true on any."""
+        if self.processes == 1:
             return flag
         from jax.experimental import multihost_utils
 
         return bool(np.any(multihost_utils.process_allgather(np.array([flag]))))
 
-    console.print(
-        f"[bold]{exp.section}/{exp.preset}[/] ({exp.scale}) {run.num_params:,} parameters, "
-        f"context {exp.model.max_context}, {exp.model.num_latents} latents, {t.steps} steps, "
-        f"mesh {describe(run.mesh)}, {pc} process(es), compute {exp.model.resolved_dtype()}, "
-        f"attention {exp.model.resolved_attention()}" + (", remat" if exp.model.remat else "")
-    )
-    info = dataset.source.info
-    console.print(f"data: corpus '{info.corpus}' ({info.label}) in {info.path}, data hash {info.data_hash}"
-                  if info.corpus else f"data: {info.label}", highlight=False)  # fmt: skip
-    step, stopped_early, last_eval = start, False, None
-    t0 = time.perf_counter()
-    tokens_seen, last_log_step = 0.0, start
-    progress = Progress(
-        TextColumn("[bold blue]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(), console=console, disable=not (show_progress and is_main),
-    )  # fmt: skip
-    prefetcher = Prefetcher(host_batch, start, t.steps, depth=prefetch) if prefetch > 0 else None
-    try:
-        with progress, _StopRequest() as stop:
-            task = progress.add_task("train", total=t.steps, completed=start, info="")
-            while step < t.steps:
-                local = prefetcher.get(step) if prefetcher else host_batch(step)
-                batch = global_batch(local)
-                run.params, run.opt_state, m = run.steps.train(run.params, run.opt_state, batch, np.int32(step))
-                step += 1
-                first_bad = _track_first_bad(first_bad, m["finite"], np.int32(step))
-                is_log = step % t.log_every == 0 or step == t.steps
-                is_eval = step % t.eval_every == 0 or step == t.steps
-                # Multi-process: agree on a stop request at log steps only (one collective per log).
-                stop_now = agree(stop.signum is not None) if (pc == 1 or is_log) else False
-                if is_log:
-                    check_finite(step)
-                    m = {k: float(v) for k, v in jax.device_get(m).items() if k != "finite"}
-                    # Tokens since the last log: the logged step's count times the steps in between.
-                    tokens_seen += m["tokens"] * (step - last_log_step)
-                    last_log_step = step
-                    elapsed = time.perf_counter() - t0
-                    log({"step": step, **m, "time": elapsed})
-                    tb.scalars("train", {"loss": m["loss"], "lr": float(lr_at(step - 1)), "grad_norm": m["grad_norm"],
-                                         "tokens_per_second": tokens_seen / elapsed, "accuracy": m["accuracy"]},
-                               step)  # fmt: skip
-                    progress.update(task, info=f"loss {m['loss']:.4f}  {tokens_seen / elapsed:,.0f} tok/s")
-                eval_now = None
-                if is_eval:
-                    check_finite(step)
-                    last_eval = eval_now = run_eval()
-                    log({"step": step, **{f"eval/{k}": v for k, v in last_eval.items()}})
-                    tb.scalars(f"eval/{last_eval.get('protocol') or protocol}", last_eval, step)
-                    value = headline.format(last_eval.get(headline.key))
-                    progress.console.print(
-                        f"step {step:>6}: eval nats/token {last_eval['nats_per_token']:.4f}  {headline.label} {value}",
-                        highlight=False,
-                    )
-                    stopped_early = section.stop(exp, last_eval)
-                # Evaluated steps are saved too (when keeping the best), so the best can be kept.
-                best_candidate = eval_now is not None and t.keep_best_checkpoints > 0
-                if step % t.checkpoint_every == 0 or step == t.steps or stopped_early or stop_now or best_candidate:
-                    check_finite(step)
-                    with stop.critical():
-                        save(step, eval_now)
-                progress.update(task, completed=step)
-                if stop_now:
-                    name = signal.Signals(stop.signum).name if stop.signum else "a stop request on another process"
-                    raise TrainingInterrupted(
-                        f"interrupted by {name} at step {step}: checkpoint saved in {ckpt.dir}; "
-                        "rerun the same command to resume",
-                        step,
-                    )
-                if stopped_early:
-                    break
-    finally:
-        tb.close()
-        if prefetcher:
-            prefetcher.close()
-    if last_eval is None:  # resumed at (or past) the end: evaluate the restored parameters
-        last_eval = run_eval()
-    split = exp.data.eval_split
-    src = dataset.source
-    baselines = section.baselines(exp, src, split)
-    wall = sum(r.get("time", 0.0) for r in _session_ends(history))
-    results = make_row(
-        kind="train", exp=exp, section=section, dataset=src.info, split=split, metrics=last_eval, steps=step,
-        num_params=run.num_params, tokens_seen=_tokens_seen(history), wall_seconds=wall, baselines=baselines,
-        extra={
-            "stopped_early": stopped_early,
-            "best_checkpoint_step": ckpt.best_step(),
-            "train_seconds_this_session": time.perf_counter() - t0,
-            "data_hash": src.data_hash(split, exp.data.eval_examples),
-            "mesh": describe(run.mesh),
-            **_curriculum_totals(curriculum, step, wall),
-        },
-    )  # fmt: skip
-    if is_main:
-        write_row(workdir / "results.json", results)
-    return results
+    def finish(self, step: int, curriculum: list[dict] | None) -> dict[str, Any]:
+        """The run's result row at ``step`` (written to results.json by process 0), from the last
+        evaluation, or one of the restored parameters when no step ran (resumed at the end)."""
+        ev = self.last_eval if self.last_eval is not None else self.plan.evaluate(self.dataset, self.run)
+        exp, src, split = self.exp, self.dataset.source, self.plan.split
+        baselines = self.section.baselines(exp, src, split)
+        wall = sum(r.get("time", 0.0) for r in _session_ends(self.history))
+        results = make_row(
+            kind="train", exp=exp, section=self.section, dataset=src.info, split=split, metrics=ev, steps=step,
+            num_params=self.run.num_params, tokens_seen=_tokens_seen(self.history), wall_seconds=wall,
+            baselines=baselines,
+            extra={
+                "stopped_early": self.stopped_early,
+                "best_checkpoint_step": self.ckpt.best_step(),
+                "train_seconds_this_session": time.perf_counter() - self.t0,
+                "data_hash": src.data_hash(split, self.plan.documents),
+                "mesh": describe(self.run.mesh),
+                **_curriculum_totals(curriculum, step, wall),
+            },
+        )  # fmt: skip
+        if self.is_main:
+            write_row(self.workdir / "results.json", results)
+        return results
 
 
 def _curriculum_totals(stages: list[dict] | None, steps: int, wall: float) -> dict[str, Any]:
