@@ -85,7 +85,8 @@ def _print_results(sec, row: dict) -> None:
     from repro.data.source import dataset_label
 
     corpus = f"corpus '{ds['corpus']}', " if ds.get("corpus") else ""
-    out.print(f"data: {corpus}{dataset_label(ds['name'], ds['variant'])}, split {row['split']}, "
+    docs = f" ({m['eval_documents']:,} documents)" if m.get("eval_documents") is not None else ""
+    out.print(f"data: {corpus}{dataset_label(ds['name'], ds['variant'])}, split {row['split']}{docs}, "
               f"protocol {row['protocol']}; {what}", highlight=False)  # fmt: skip
     for name, b in row.get("baselines", {}).items():
         out.print(f"baseline {name}: {h.format(b['value'])} ({b['description']})", highlight=False)
@@ -238,14 +239,20 @@ def eval_(
         ),
     ] = None,
     split: Annotated[str | None, typer.Option(help="validation | test (default: the run's data.eval_split)")] = None,
-    max_examples: Annotated[int | None, typer.Option(help="evaluate only the first N documents")] = None,
+    max_examples: Annotated[
+        int | None,
+        typer.Option(
+            help="evaluate the first N documents of the split (default: as many as training evaluates, the "
+            "run's data.eval_examples; 0 there = the whole split)"
+        ),
+    ] = None,
     data_dir: DataDir = None,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
     checkpoint: CheckpointOpt = "latest",
 ) -> None:
-    """Evaluate a checkpoint of a run directory (default: the latest) under a named protocol; print
-    the metrics and write them to <workdir>/evals/<split>_<protocol>.json (_step<N>.json when
-    --checkpoint is best or a step)."""
+    """Evaluate a checkpoint of a run directory (default: the latest) under a named protocol, on as
+    many documents as training evaluates (or --max-examples); print the metrics and write them to
+    <workdir>/evals/<split>_<protocol>.json (_step<N>.json when --checkpoint is best or a step)."""
     sec = _section(section)
     row, path = repro.app.evaluate_run(
         sec, workdir, protocol=protocol, split=split, max_examples=max_examples, data_dir=data_dir,

@@ -250,12 +250,15 @@ def evaluate_run(
     :func:`load_run`) under ``protocol`` (default: the section's) on ``split`` (default: the
     run's); writes ``<workdir>/evals/<split>_<protocol>.json``, or ``..._step<N>.json`` for a
     checkpoint asked by ``best`` or its step (so it never replaces the latest one's row). The row
-    records the scored step (``steps``) and the selector asked (``checkpoint``)."""
+    records the scored step (``steps``), the selector asked (``checkpoint``) and the documents
+    scored (``metrics.eval_documents``): as many as training evaluates (``data.eval_examples``,
+    0 = the whole split; ``repro.eval.evaluate.eval_document_count``, the rule ``repro run``
+    uses), or the split's first ``max_examples``."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from repro.data.tokens import PAD_ID
     from repro.eval import cached
-    from repro.eval.evaluate import evaluate
+    from repro.eval.evaluate import eval_document_count, evaluate
 
     console = console or _stderr_console()
     if max_examples is not None and max_examples < 1:
@@ -273,7 +276,7 @@ def evaluate_run(
     check_data(workdir, pipe.source, "evaluate")
     bs = exp.train.batch_size
     protocol = protocol or section.default_protocol(exp)
-    num = exp.data.eval_examples if pipe.source.synthetic else 0
+    num = eval_document_count(exp, pipe.source, max_examples)
     eval_step = r.steps.eval
     try:
         if cached.is_cached(protocol):  # scored through the sampler's KV cache (repro/eval/cached.py)

@@ -9,6 +9,7 @@ eval``; ``repro/results.py``) under the given directories, and writes
                              is a reproduction (paper preset on the paper's data) — a demo-corpus
                              or scaled-down row is labelled so and is never called one; Δ vs the
                              paper where the preset has a paper value for that metric and split;
+                             below each section's table, the documents each row scored;
     plots/*.png              training / evaluation curves per run (from ``metrics.jsonl``; named
                              ``curves_<section>_<preset>_<run>.png`` by the run's directory, so two
                              runs of one preset never share a file), the held-out headline vs
@@ -353,6 +354,14 @@ def claims_section(paths: list[Path], out: Path) -> tuple[list[str], dict[str, P
     return md, plots
 
 
+def _documents_line(rows: list[tuple[Path, dict[str, Any]]]) -> str:
+    """The documents each row of the table scored (``metrics.eval_documents``), in its order: a
+    line of its own below the table, which keeps its columns; "" when no row records them."""
+    scored = [f"{r['preset']} ({r['kind']}, {r['protocol']}) {r['metrics']['eval_documents']:,}"
+              for _, r in rows if r.get("metrics", {}).get("eval_documents") is not None]  # fmt: skip
+    return f"\nDocuments scored: {'; '.join(scored)}.\n" if scored else ""
+
+
 def write_report(sections: dict, paths: list[Path], out: Path, deviations: Path | None = None) -> dict[str, Path]:
     """Write report.md, report.csv and plots/ under ``out``; returns their paths."""
     from repro.runinfo import write_text_atomic
@@ -399,7 +408,8 @@ def write_report(sections: dict, paths: list[Path], out: Path, deviations: Path 
                       f"{'higher' if sec.headline.higher_is_better else 'lower'} is better):\n\n")  # fmt: skip
             md.append("| preset | model | split | protocol | value ± stderr | Δ vs paper | baselines (same run) "
                       "| steps | dataset | what it is |\n|---|---|---|---|---|---|---|---|---|---|\n")  # fmt: skip
-            for p, r in sorted(ours, key=lambda x: (x[1]["preset"], x[1]["kind"], x[1]["split"])):
+            ordered = sorted(ours, key=lambda x: (x[1]["preset"], x[1]["kind"], x[1]["split"]))
+            for p, r in ordered:
                 h = r["headline"]
                 sub = df[(df.path == str(p)) & (df.source == "ours")].iloc[0]
                 base = "; ".join(f"{k} {sec.headline.format(b['value'])}" for k, b in r.get("baselines", {}).items())
@@ -411,6 +421,7 @@ def write_report(sections: dict, paths: list[Path], out: Path, deviations: Path 
                 md.append(f"| [{r['preset']}]({rel(p)}) ({r['kind']}) | {sub.model} | {r['split']} | {r['protocol']} "
                           f"| {val} | {delta} | {base or '–'} | {r['steps']:,} | {sub.dataset} "
                           f"| {_label(r)} |\n")  # fmt: skip
+            md.append(_documents_line(ordered))
             for p, r in ours:
                 c = _curves(p, r, out, runs.get(p.parent.resolve(), ""))
                 if c:

@@ -76,7 +76,7 @@ class Design:
     seeds: tuple[int, ...] = (0,)
     protocol: str = ""  # "" = the section's default protocol of the base preset
     split: str = "validation"
-    max_examples: int | None = None  # documents scored (None = the split, or eval_examples when synthetic)
+    max_examples: int | None = None  # documents scored (None = as many as training evaluates: data.eval_examples)
     flops_budget: str = ""  # the point whose training FLOPs every match_flops point gets (equal compute)
     curve_points: int = 0  # > 0: every run keeps this many checkpoints along its way, each evaluated (curves)
     note: str = ""  # what the design cannot show at this scale (printed with the study)
@@ -389,13 +389,14 @@ def _document_lengths(section, exp, design: Design, data_dir) -> dict[str, Any] 
     """Token lengths of the scored documents: context cannot help past a document's length."""
     try:
         from repro import app
+        from repro.eval.evaluate import eval_document_count
 
         src = app.source_for(section, exp, data_dir)
-        n = src.num_documents(design.split)
-        if design.max_examples:
-            n = min(n, design.max_examples)
         if src.synthetic:
             return None
+        n = src.num_documents(design.split)
+        num = eval_document_count(exp, src, design.max_examples)  # what repro eval scores (0 = all)
+        n = min(n, num or n, design.max_examples or n)
         lens = sorted(len(src.document(design.split, i).tokens) for i in range(n))
     except Exception:  # noqa: BLE001 - a description only; never fails a study
         return None

@@ -20,6 +20,7 @@ def test_smoke_run_trains_and_writes_results(smoke_run):
     assert "mirrored-half token accuracy" in r.stdout
     res = json.loads((wd / "results.json").read_text())
     assert res["scale"] == "smoke" and res["steps"] == 40
+    assert res["metrics"]["eval_documents"] == 32 and "split validation (32 documents)" in r.stdout  # eval_examples
     for key in ("git_sha", "data_hash", "device", "versions", "config", "num_params"):
         assert res[key]
     rows = [json.loads(x) for x in (wd / "metrics.jsonl").read_text().splitlines()]
@@ -42,6 +43,7 @@ def test_rerun_resumes_and_eval_matches(smoke_run, repro):
     ev = repro("eval", "copy", "--workdir", str(wd))
     assert ev.returncode == 0, ev.stderr
     assert f"{before['nats_per_token']:.4f}" in ev.stdout
+    assert "split validation (32 documents)" in ev.stdout and "protocol blocked:16: 32 documents" in ev.stdout
 
 
 @pytest.mark.e2e

@@ -18,6 +18,7 @@ def _row(preset: str, value: float, dataset: DatasetInfo, split="validation"):
         "bits_per_dim_stderr": 0.01,
         "nats_per_token": value * 0.693,
         "protocol": "blocked:512",
+        "eval_documents": 50,
     }
     base = {"unigram": {"value": 8.5, "description": "histogram"}}
     return make_row(kind="train", exp=exp, section=IM, dataset=dataset, split=split, metrics=metrics, steps=100,
@@ -57,6 +58,8 @@ def test_report_tables(tmp_path):
     assert "+0.100" in md and "3.5000 ± 0.0100" in md
     assert "not a reproduction: cpu scale, not the paper's data" in md and IM.demo_name in md
     assert "unigram 8.5000" in md
+    # The documents each row scored: a line below the table (whose columns stay as they were).
+    assert "\n\nDocuments scored: cpu (train, blocked:512) 50; paper (train, blocked:512) 50.\n" in md
     assert files["curves_imagenet64_cpu"].is_file()  # from metrics.jsonl, its run (runs/cpu) adds nothing to the name
     assert (tmp_path / "out" / "report.csv").read_text().count("\n") == len(df) + 1
     assert not any(k.startswith("context_") for k in files)  # one context only: no context plot

@@ -116,12 +116,16 @@ def test_eval_baselines_score_exactly_the_models_targets(pg19_user):
     row, wd, data = pg19_user["row"], pg19_user["wd"], pg19_user["data"]
     assert row["baselines"]["unigram"]["eval_tokens"] == row["metrics"]["eval_tokens"]  # repro run
     console, _ = _console()
+    # repro eval scores what the run evaluates by default: its data.eval_examples=1 of the split's 2
     ev, _ = app.evaluate_run(PG19, wd, data_dir=data, show_progress=False, console=console)
-    assert ev["metrics"]["eval_documents"] == 2  # the whole split (the run evaluates eval_examples=1)
-    assert ev["baselines"]["unigram"]["eval_tokens"] == ev["metrics"]["eval_tokens"] > row["metrics"]["eval_tokens"]
-    one, _ = app.evaluate_run(PG19, wd, data_dir=data, max_examples=1, show_progress=False, console=console)
-    assert one["baselines"]["unigram"]["eval_tokens"] == one["metrics"]["eval_tokens"]
-    assert one["baselines"]["unigram"]["value"] == pytest.approx(row["baselines"]["unigram"]["value"])
+    assert ev["metrics"]["eval_documents"] == row["metrics"]["eval_documents"] == 1
+    assert ev["metrics"]["eval_tokens"] == row["metrics"]["eval_tokens"] == ev["baselines"]["unigram"]["eval_tokens"]
+    assert ev["metrics"]["nats_per_token"] == pytest.approx(row["metrics"]["nats_per_token"], rel=1e-5)
+    assert ev["baselines"]["unigram"]["value"] == pytest.approx(row["baselines"]["unigram"]["value"])
+    # ... and an explicit --max-examples wins, past data.eval_examples: the whole split here.
+    two, _ = app.evaluate_run(PG19, wd, data_dir=data, max_examples=2, show_progress=False, console=console)
+    assert two["metrics"]["eval_documents"] == 2
+    assert two["baselines"]["unigram"]["eval_tokens"] == two["metrics"]["eval_tokens"] > row["metrics"]["eval_tokens"]
 
 
 # ----------------------------------------------------------------------------- 3. re-preparing is refused by old runs
