@@ -85,7 +85,8 @@ def _print_results(sec, row: dict) -> None:
     from repro.data.source import dataset_label
 
     corpus = f"corpus '{ds['corpus']}', " if ds.get("corpus") else ""
-    docs = f" ({m['eval_documents']:,} documents)" if m.get("eval_documents") is not None else ""
+    n = m.get("eval_documents")
+    docs = "" if n is None else f" ({n:,} document{'' if n == 1 else 's'})"
     out.print(f"data: {corpus}{dataset_label(ds['name'], ds['variant'])}, split {row['split']}{docs}, "
               f"protocol {row['protocol']}; {what}", highlight=False)  # fmt: skip
     for name, b in row.get("baselines", {}).items():
