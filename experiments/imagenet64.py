@@ -36,6 +36,7 @@ import numpy as np
 from repro.config import ACCELERATOR_DEFAULTS, CorpusData, Experiment, ModelConfig, OptimConfig, TrainConfig
 from repro.data import imagenet64
 from repro.data.tokens import EOS_ID, NUM_RESERVED, SOS_ID
+from repro.sample import writers
 from repro.sample.sampler import periodic_constraint
 from repro.section import SMOKE_OPTIM, SMOKE_TRAIN, CorpusSection, Metric, PaperNumber, Prompts, SamplingSpec
 
@@ -228,14 +229,12 @@ class ImageNetSection(CorpusSection):
         files = {}
         if unc:
             files["unconditional"] = "unconditional.png"
-            imagenet64.write_grid(outdir / "unconditional.png", unc, ncols=min(8, len(unc)), scale=scale)
+            writers.write_grid(outdir / "unconditional.png", unc, ncols=min(8, len(unc)), scale=scale)
         if comp:
             pairs = [x for o, c in zip(orig, comp, strict=True) for x in (o, c)]
             caps = [t for _ in comp for t in ("original", "completion")]
             files["completions"] = "completions.png"
-            imagenet64.write_grid(
-                outdir / "completions.png", pairs, ncols=min(8, len(pairs)), scale=scale, captions=caps
-            )
+            writers.write_grid(outdir / "completions.png", pairs, ncols=min(8, len(pairs)), scale=scale, captions=caps)
         summary = {
             "section": NAME,
             "preset": exp.preset,

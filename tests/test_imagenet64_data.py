@@ -17,6 +17,7 @@ from repro.config import ConfigError
 from repro.data import imagenet64
 from repro.data.source import DataError, SourceFile
 from repro.data.tokens import EOS_ID, PAD_ID, SOS_ID
+from repro.sample import writers
 
 FMT = imagenet64.FORMAT
 RNG = np.random.default_rng(0)
@@ -428,17 +429,17 @@ def test_baselines_on_real_images(layouts):
 def test_write_grid(tmp_path):
     imgs = [np.full((8, 8, 3), 40 * k, np.uint8) for k in range(5)]
     imgs[0][0, 0] = [255, 0, 0]
-    p = imagenet64.write_grid(tmp_path / "g" / "grid.png", imgs, ncols=3, scale=4)
+    p = writers.write_grid(tmp_path / "g" / "grid.png", imgs, ncols=3, scale=4)
     with Image.open(p) as im:
         assert im.format == "PNG" and im.size == (3 * 32 + 4 * 2, 2 * 32 + 3 * 2)
         a = np.asarray(im)
     assert a[2:6, 2:6].tolist() == [[[255, 0, 0]] * 4] * 4  # nearest-neighbour: a 4x4 red block
     assert a[6, 6].tolist() == [0, 0, 0] and a[2 + 34 + 5, 2 + 34 + 5].tolist() == [160, 160, 160]
-    p2 = imagenet64.write_grid(tmp_path / "cap.png", imgs, ncols=5, scale=2, captions=[f"img {k}" for k in range(5)])
+    p2 = writers.write_grid(tmp_path / "cap.png", imgs, ncols=5, scale=2, captions=[f"img {k}" for k in range(5)])
     with Image.open(p2) as im:
         assert im.size[0] == 5 * 16 + 6 * 2 and im.size[1] > 16 + 4
         a2 = np.asarray(im)
     assert (a2[2 + 16 :, : 16 + 2] > 200).any()  # caption text below the first image
     assert sorted(x.name for x in tmp_path.iterdir()) == ["cap.png", "g"]  # no temp files left
     with pytest.raises(ValueError):
-        imagenet64.write_grid(tmp_path / "x.png", [], ncols=2)
+        writers.write_grid(tmp_path / "x.png", [], ncols=2)

@@ -24,11 +24,10 @@ from repro.data.midi_events import (
     apply_sustain,
     augment,
     augment_events,
-    piano_roll_png,
-    write_midi,
 )
 from repro.data.source import DataError, SkipFile, SourceFile
 from repro.data.tokens import NUM_RESERVED
+from repro.sample.writers import piano_roll_png, write_midi
 
 ENC = PerformanceEncoding()
 

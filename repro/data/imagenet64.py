@@ -41,8 +41,6 @@ from __future__ import annotations
 import functools
 import importlib.util
 import io
-import math
-import os
 import re
 import shutil
 import struct
@@ -54,7 +52,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from repro.config import ConfigError
 from repro.data.formats.tfrecord import (  # noqa: F401 - crc32c / masked_crc32c: re-exported
@@ -601,59 +599,6 @@ def demo_tar(out: Path, limit: int | None = None) -> Path:
 def demo_npz(out: Path, limit: int | None = None) -> Path:
     """The demo images as Chrabaszcz-style ``train_data_batch_1.npz`` / ``val_data.npz`` (CHW)."""
     return write_demo(out, layout="npz", limit=limit)
-
-
-# ----------------------------------------------------------------------------------------- grids
-def write_grid(
-    path: Path,
-    images: list[np.ndarray],
-    ncols: int,
-    scale: int = 4,
-    captions: list[str] | None = None,
-    pad: int = 2,
-) -> Path:
-    """Write images (H x W x 3 uint8, any sizes) as one PNG grid, each nearest-neighbour upscaled
-    by ``scale``, with an optional caption under each; atomically (temp file + os.replace)."""
-    if not images:
-        raise ValueError("write_grid: no images")
-    if captions is not None and len(captions) != len(images):
-        raise ValueError(f"write_grid: {len(captions)} captions for {len(images)} images")
-    imgs = [np.asarray(im, np.uint8) for im in images]
-    for im in imgs:
-        if im.ndim != 3 or im.shape[2] != CHANNELS:
-            raise ValueError(f"write_grid: image of shape {im.shape}, expected (H, W, 3)")
-    ncols = max(1, min(ncols, len(imgs)))
-    nrows = math.ceil(len(imgs) / ncols)
-    cell_h = max(im.shape[0] for im in imgs) * scale
-    cell_w = max(im.shape[1] for im in imgs) * scale
-    font = ImageFont.load_default() if captions else None
-    cap_h = 0
-    if captions:
-        box = ImageDraw.Draw(Image.new("RGB", (1, 1))).textbbox((0, 0), "Ag", font=font)
-        cap_h = box[3] - box[1] + 4
-    W = ncols * cell_w + (ncols + 1) * pad
-    H = nrows * (cell_h + cap_h) + (nrows + 1) * pad
-    grid = Image.new("RGB", (W, H), (24, 24, 24))
-    draw = ImageDraw.Draw(grid)
-    for k, im in enumerate(imgs):
-        r, c = divmod(k, ncols)
-        x, y = pad + c * (cell_w + pad), pad + r * (cell_h + cap_h + pad)
-        big = np.repeat(np.repeat(im, scale, axis=0), scale, axis=1)
-        grid.paste(Image.fromarray(big, "RGB"), (x, y))
-        if captions:
-            text = str(captions[k])
-            while text and draw.textlength(text, font=font) > cell_w:
-                text = text[:-1]
-            draw.text((x, y + cell_h + 1), text, fill=(230, 230, 230), font=font)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        grid.save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
 
 
 # ----------------------------------------------------------------------------------------- baselines
