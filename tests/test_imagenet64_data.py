@@ -17,6 +17,7 @@ from repro.config import ConfigError
 from repro.data import imagenet64
 from repro.data.source import DataError, SourceFile
 from repro.data.tokens import EOS_ID, PAD_ID, SOS_ID
+from repro.eval import baselines
 from repro.sample import writers
 
 FMT = imagenet64.FORMAT
@@ -395,11 +396,11 @@ def _blocks(img_2x2x3: np.ndarray) -> np.ndarray:
 def test_unigram_baseline_hand_computed():
     train = [np.broadcast_to(np.array([10, 20, 30], np.uint8), (64, 64, 3)).reshape(-1)]
     val = [np.broadcast_to(np.array([10, 20, 40], np.uint8), (64, 64, 3)).reshape(-1)]
-    got = imagenet64.unigram_bits_per_dim(iter(train), iter(val), cfg(1))
+    got = baselines.unigram_bits_per_dim(iter(train), iter(val), cfg(1))
     expected = -(2 * math.log2(2 / 259) + math.log2(1 / 259)) / 3
     assert got == pytest.approx(expected, rel=1e-12)
     # at 64: counts 4096 of each of 10/20/30 (N = 12288)
-    got64 = imagenet64.unigram_bits_per_dim(train, val)
+    got64 = baselines.unigram_bits_per_dim(train, val)
     expected64 = -(2 * math.log2(4097 / 12544) + math.log2(1 / 12544)) / 3
     assert got64 == pytest.approx(expected64, rel=1e-12)
 
@@ -407,7 +408,7 @@ def test_unigram_baseline_hand_computed():
 def test_previous_pixel_baseline_hand_computed():
     t = [[[0, 0, 0], [1, 1, 1]], [[0, 0, 0], [1, 1, 1]]]  # raster pixels 0, 1, 0, 1
     v = [[[0, 0, 0], [1, 1, 1]], [[1, 1, 1], [0, 0, 0]]]  # raster pixels 0, 1, 1, 0
-    got = imagenet64.previous_pixel_bits_per_dim([_blocks(t)], [_blocks(v)], cfg(2))
+    got = baselines.previous_pixel_bits_per_dim([_blocks(t)], [_blocks(v)], cfg(2))
     # unigram: 6 zeros, 6 ones of 12; pairs per channel 0->1 x2, 1->0 x1 (x3 channels)
     first = -math.log2(7 / 268)
     per_channel = -math.log2(7 / 262) - math.log2(1 / 259) - math.log2(4 / 259)
@@ -418,10 +419,10 @@ def test_baselines_on_real_images(layouts):
     files = FMT.scan(layouts["png"])
     train = lambda: (d.content for d in read_all(files["train"]))  # noqa: E731
     val = lambda: (d.content for d in read_all(files["validation"]))  # noqa: E731
-    uni, prev = imagenet64.unigram_bits_per_dim(train(), val()), imagenet64.previous_pixel_bits_per_dim(train(), val())
+    uni, prev = baselines.unigram_bits_per_dim(train(), val()), baselines.previous_pixel_bits_per_dim(train(), val())
     assert 0 < prev < uni - 1  # neighbouring pixels of real photos are alike
-    assert 0 < imagenet64.unigram_bits_per_dim(val(), val()) < 8  # fit on itself: below the uniform 8 bits
-    uni16 = imagenet64.unigram_bits_per_dim(train(), val(), cfg(16))
+    assert 0 < baselines.unigram_bits_per_dim(val(), val()) < 8  # fit on itself: below the uniform 8 bits
+    uni16 = baselines.unigram_bits_per_dim(train(), val(), cfg(16))
     assert uni16 > 0 and uni16 != pytest.approx(uni)
 
 

@@ -46,7 +46,7 @@ import shutil
 import struct
 import tarfile
 import zipfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -599,66 +599,3 @@ def demo_tar(out: Path, limit: int | None = None) -> Path:
 def demo_npz(out: Path, limit: int | None = None) -> Path:
     """The demo images as Chrabaszcz-style ``train_data_batch_1.npz`` / ``val_data.npz`` (CHW)."""
     return write_demo(out, layout="npz", limit=limit)
-
-
-# ----------------------------------------------------------------------------------------- baselines
-class _Counts:
-    """Sub-pixel value counts (unigram) and same-channel previous-pixel pair counts (bigram)."""
-
-    def __init__(self) -> None:
-        self.unigram = np.zeros(VALUE_RANGE, np.int64)
-        self.bigram = np.zeros(VALUE_RANGE * VALUE_RANGE, np.int64)
-
-    def add(self, images: Iterable[np.ndarray], pairs: bool) -> None:
-        for img in images:
-            v = img.reshape(-1, CHANNELS).astype(np.int64)  # [pixels, 3], raster order
-            self.unigram += np.bincount(v.reshape(-1), minlength=VALUE_RANGE)
-            if pairs:
-                self.bigram += np.bincount((v[:-1] * VALUE_RANGE + v[1:]).reshape(-1), minlength=VALUE_RANGE**2)
-
-    def log2_unigram(self) -> np.ndarray:
-        return np.log2((self.unigram + 1) / (self.unigram.sum() + VALUE_RANGE))
-
-    def log2_bigram(self) -> np.ndarray:
-        b = self.bigram.reshape(VALUE_RANGE, VALUE_RANGE)
-        return np.log2((b + 1) / (b.sum(axis=1, keepdims=True) + VALUE_RANGE))
-
-
-def _images(contents: Iterable[np.ndarray], data_cfg: Any) -> Iterator[np.ndarray]:
-    r = resolution_of(data_cfg)
-    for c in contents:
-        yield downsample(content_image(c), r)
-
-
-def unigram_bits_per_dim(train: Iterable[np.ndarray], val: Iterable[np.ndarray], data_cfg: Any = None) -> float:
-    """Bits per sub-pixel of ``val`` under the training set's sub-pixel value histogram (add-one
-    smoothing, shared by the three channels). Inputs: stored contents (12,288 HWC values),
-    streamed; ``data_cfg.resolution`` applies the same downsampling as the model's data."""
-    counts = _Counts()
-    counts.add(_images(train, data_cfg), pairs=False)
-    lp = counts.log2_unigram()
-    total, n = 0.0, 0
-    for img in _images(val, data_cfg):
-        v = img.reshape(-1)
-        total -= float(lp[v].sum())
-        n += v.size
-    if n == 0:
-        raise ValueError("unigram_bits_per_dim: no validation images")
-    return total / n
-
-
-def previous_pixel_bits_per_dim(train: Iterable[np.ndarray], val: Iterable[np.ndarray], data_cfg: Any = None) -> float:
-    """Bits per sub-pixel of ``val`` under P(v | the same channel's value at the previous pixel in
-    raster order), one 256x256 table shared by the channels, counted on ``train`` with add-one
-    smoothing; the first pixel of each image uses the unigram model. Streamed (counts only)."""
-    counts = _Counts()
-    counts.add(_images(train, data_cfg), pairs=True)
-    lu, lb = counts.log2_unigram(), counts.log2_bigram()
-    total, n = 0.0, 0
-    for img in _images(val, data_cfg):
-        v = img.reshape(-1, CHANNELS).astype(np.int64)
-        total -= float(lu[v[0]].sum() + lb[v[:-1], v[1:]].sum())
-        n += v.size
-    if n == 0:
-        raise ValueError("previous_pixel_bits_per_dim: no validation images")
-    return total / n
