@@ -15,6 +15,9 @@ from PIL import Image
 
 from repro.config import ConfigError
 from repro.data import imagenet64
+from repro.data.demos.imagenet64 import DEMO_VALIDATION_PHOTOS, demo_images, demo_tar, write_demo
+from repro.data.formats.images import PNG_SIGNATURE
+from repro.data.formats.tfrecord import crc32c
 from repro.data.source import DataError, SourceFile
 from repro.data.tokens import EOS_ID, PAD_ID, SOS_ID
 from repro.eval import baselines
@@ -161,12 +164,12 @@ def layouts(tmp_path_factory):
     root = tmp_path_factory.mktemp("imagenet64")
     out = {}
     for layout in ("png", "tar", "npz"):
-        out[layout] = imagenet64.write_demo(root / layout, layout=layout, limit=LIMIT)
+        out[layout] = write_demo(root / layout, layout=layout, limit=LIMIT)
     return out
 
 
 def test_demo_layouts_scan_and_read_identically(layouts):
-    expected = imagenet64.demo_images(LIMIT)
+    expected = demo_images(LIMIT)
     contents = {}
     for layout, src in layouts.items():
         v = FMT.variant(src)
@@ -189,14 +192,14 @@ def test_demo_layouts_scan_and_read_identically(layouts):
 
 
 def test_demo_full_counts_and_holdout():
-    images = imagenet64.demo_images()
+    images = demo_images()
     assert 1000 <= len(images["train"]) <= 1500 and 50 <= len(images["validation"]) <= 150
     photo = {s: {n.rsplit("_s", 1)[0].removesuffix("_whole.png") for n, _ in v} for s, v in images.items()}
-    assert photo["validation"] == set(imagenet64.DEMO_VALIDATION_PHOTOS)
+    assert photo["validation"] == set(DEMO_VALIDATION_PHOTOS)
     assert not photo["train"] & photo["validation"]
     assert {"astronaut_whole.png", "retina_whole.png"} <= {n for n, _ in images["train"]}
     assert all(img.shape == (64, 64, 3) and img.dtype == np.uint8 for _, img in images["validation"])
-    again = imagenet64.demo_images()
+    again = demo_images()
     assert [n for n, _ in again["train"]] == [n for n, _ in images["train"]]
     np.testing.assert_array_equal(again["train"][-1][1], images["train"][-1][1])
 
@@ -205,11 +208,11 @@ def test_demo_refuses_to_overwrite_real_data(tmp_path):
     (tmp_path / "train_64x64").mkdir()
     (tmp_path / "train_64x64" / "real.png").write_bytes(png_bytes(random_image()))
     with pytest.raises(DataError, match="train_64x64"):
-        imagenet64.write_demo(tmp_path, limit=2)
+        write_demo(tmp_path, limit=2)
     assert (tmp_path / "train_64x64" / "real.png").exists()
     out = tmp_path / "demo"
-    imagenet64.write_demo(out, limit=2)
-    imagenet64.demo_tar(out, limit=2)  # its own output is replaced, with the other layout
+    write_demo(out, limit=2)
+    demo_tar(out, limit=2)  # its own output is replaced, with the other layout
     assert FMT.variant(out) == "tar" and not (out / "train_64x64").exists()
 
 
@@ -219,7 +222,7 @@ def test_npz_streams_in_chunks_and_converts_chw(tmp_path, monkeypatch):
     np.savez_compressed(tmp_path / "train_data_batch_10.npz", data=data, labels=np.arange(5))
     np.savez(tmp_path / "train_data_batch_2.npz", data=data[:1])
     np.savez(tmp_path / "val_data.npz", data=data[:2])
-    monkeypatch.setattr(imagenet64, "_NPZ_ROWS_PER_READ", 2)
+    monkeypatch.setattr("repro.data.formats.images.NPZ_ROWS_PER_READ", 2)
     files = FMT.scan(tmp_path)
     assert [f.path.name for f in files["train"]] == ["train_data_batch_2.npz", "train_data_batch_10.npz"]
     docs = read_all(files["train"][1:])
@@ -237,7 +240,7 @@ def tf_example(png: bytes) -> bytes:
 
 
 def test_crc32c_known_value():
-    assert imagenet64.crc32c(b"123456789") == 0xE3069283
+    assert crc32c(b"123456789") == 0xE3069283
 
 
 def test_tfds_tfrecords_read_without_tensorflow(tmp_path):
@@ -304,7 +307,7 @@ def _rgb16_png() -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
     ihdr = struct.pack(">IIBBBBB", 64, 64, 16, 2, 0, 0, 0)
-    return imagenet64._PNG_SIGNATURE + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+    return PNG_SIGNATURE + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
 
 
 @pytest.mark.parametrize("name", sorted(BAD_IMAGES))
