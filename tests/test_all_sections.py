@@ -31,7 +31,7 @@ def _prepare_demo(sec, exp, data_dir):
         src = build_demo(raw, limit=8).source
         sec.prepare(dataclasses.replace(exp.data, corpus="demo"), src, data_dir)  # the demo corpus, as built
     elif sec.name == "pg19":
-        from repro.data.pg19 import find_austen_deb
+        from repro.data.demos.pg19 import find_austen_deb
 
         if find_austen_deb() is None:
             pytest.skip("the PG-19 demo needs r-cran-janeaustenr's .deb: run `make setup`")
