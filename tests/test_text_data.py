@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from repro.data import wikitext103
 from repro.data.demos.pg19 import demo_source_dirs, find_austen_deb
+from repro.data.demos.wikitext103 import gensim_enwiki_path, strip_markup, wikipedia_pages, wikitext_tokenize
 from repro.data.formats.rdata import read_lazyload_db, read_rds
 from repro.data.pg19 import FORMAT as PG19
 from repro.data.source import DataError, SourceFile
@@ -27,7 +27,7 @@ from repro.data.text import (
     sample_lines,
 )
 from repro.data.wikitext103 import FORMAT as WT103
-from repro.data.wikitext103 import article_title, strip_markup, wikitext_tokenize
+from repro.data.wikitext103 import article_title
 from repro.eval.metrics import perplexity, word_perplexity
 
 
@@ -38,7 +38,7 @@ def sha256(p: Path) -> str:
 @pytest.fixture(scope="module")
 def wiki_text() -> str:
     """Real English text: the first ten articles of gensim's Wikipedia excerpt, markup stripped."""
-    pages = islice(wikitext103.wikipedia_pages(wikitext103.gensim_enwiki_path()), 10)
+    pages = islice(wikipedia_pages(gensim_enwiki_path()), 10)
     return "\n".join(s for _, markup in pages for _, s in strip_markup(markup)) + "\n"
 
 
