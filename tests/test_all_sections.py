@@ -25,7 +25,7 @@ def _prepare_demo(sec, exp, data_dir):
     if not isinstance(sec, CorpusSection):
         return
     if sec.name == "maestro":  # the full demo converts 410 chorales (~2 min): a few pieces suffice here
-        from repro.data.maestro import build_demo
+        from repro.data.demos.maestro import build_demo
 
         raw = data_dir / "maestro-raw"
         src = build_demo(raw, limit=8).source

@@ -10,14 +10,11 @@ import pretty_midi
 import pytest
 
 from repro.config import ConfigError
-from repro.data.maestro import (
-    AUDIO_FORMAT,
-    FORMAT,
-    AudioCodes,
-    build_demo,
-    demo_split,
-    synthetic_codes,
-)
+from repro.data.demos.maestro import build_demo, demo_split
+from repro.data.demos.maestro_audio import synthetic_codes
+from repro.data.maestro import FORMAT
+from repro.data.maestro_audio import FORMAT as AUDIO_FORMAT
+from repro.data.maestro_audio import AudioCodes
 from repro.data.midi_events import (
     Note,
     PerformanceEncoding,
