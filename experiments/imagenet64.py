@@ -36,6 +36,8 @@ import numpy as np
 from repro.config import ACCELERATOR_DEFAULTS, CorpusData, Experiment, ModelConfig, OptimConfig, TrainConfig
 from repro.data import imagenet64
 from repro.data.tokens import EOS_ID, NUM_RESERVED, SOS_ID
+from repro.eval.baselines import previous_pixel_bits_per_dim, unigram_bits_per_dim
+from repro.sample import writers
 from repro.sample.sampler import periodic_constraint
 from repro.section import SMOKE_OPTIM, SMOKE_TRAIN, CorpusSection, Metric, PaperNumber, Prompts, SamplingSpec
 
@@ -166,8 +168,8 @@ class ImageNetSection(CorpusSection):
         def contents(s, n):
             return (source.content(s, i) for i in range(n))
 
-        uni = imagenet64.unigram_bits_per_dim(contents("train", n_train), contents(split, n_eval), exp.data)
-        prev = imagenet64.previous_pixel_bits_per_dim(contents("train", n_train), contents(split, n_eval), exp.data)
+        uni = unigram_bits_per_dim(contents("train", n_train), contents(split, n_eval), exp.data)
+        prev = previous_pixel_bits_per_dim(contents("train", n_train), contents(split, n_eval), exp.data)
         return {
             "unigram": {
                 "value": uni,
@@ -228,14 +230,12 @@ class ImageNetSection(CorpusSection):
         files = {}
         if unc:
             files["unconditional"] = "unconditional.png"
-            imagenet64.write_grid(outdir / "unconditional.png", unc, ncols=min(8, len(unc)), scale=scale)
+            writers.write_grid(outdir / "unconditional.png", unc, ncols=min(8, len(unc)), scale=scale)
         if comp:
             pairs = [x for o, c in zip(orig, comp, strict=True) for x in (o, c)]
             caps = [t for _ in comp for t in ("original", "completion")]
             files["completions"] = "completions.png"
-            imagenet64.write_grid(
-                outdir / "completions.png", pairs, ncols=min(8, len(pairs)), scale=scale, captions=caps
-            )
+            writers.write_grid(outdir / "completions.png", pairs, ncols=min(8, len(pairs)), scale=scale, captions=caps)
         summary = {
             "section": NAME,
             "preset": exp.preset,

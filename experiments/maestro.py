@@ -43,6 +43,7 @@ from repro.data import maestro, midi_events
 from repro.data.source import DataError
 from repro.data.tokens import NUM_RESERVED, SOS_ID
 from repro.eval.baselines import unigram
+from repro.sample import writers
 from repro.section import SMOKE_OPTIM, SMOKE_TRAIN, CorpusSection, Metric, PaperNumber, Prompts, SamplingSpec
 
 NAME = "maestro"
@@ -241,13 +242,13 @@ class MaestroSection(CorpusSection):
             ids = np.concatenate([p, g])
             content = ids[ids >= NUM_RESERVED] - NUM_RESERVED
             stem = f"{i:02d}_{lab.split()[0]}"
-            midi_events.write_midi(outdir / f"{stem}.mid", content, enc)
-            midi_events.piano_roll_png(outdir / f"{stem}.png", content, enc, title=f"{exp.preset}: {lab} (model)")
+            writers.write_midi(outdir / f"{stem}.mid", content, enc)
+            writers.piano_roll_png(outdir / f"{stem}.png", content, enc, title=f"{exp.preset}: {lab} (model)")
             row = {"label": lab, "midi": f"{stem}.mid", "piano_roll": f"{stem}.png", "events": len(content)}
             if e is not None:
                 truth = np.concatenate([p, e])
                 tc = truth[truth >= NUM_RESERVED] - NUM_RESERVED
-                midi_events.piano_roll_png(
+                writers.piano_roll_png(
                     outdir / f"{stem}_original.png", tc, enc, title=f"{exp.preset}: {lab} (original)"
                 )
                 row["original_piano_roll"] = f"{stem}_original.png"

@@ -5,7 +5,7 @@ codes, interleaved per frame, each level in its own 1024-id range: vocabulary 3 
 official ``sample_utils.process_logits``) at contexts 32,768 and 65,536 (docs/paper_numbers.md
 §1.6). **SoundStream itself is not available** (no public weights): this section supports the
 data path downstream of the codec. Bring pre-computed codes, one ``.npy`` array [frames, levels]
-per recording (``repro/data/maestro.py``: ``AudioCodesFormat``), prepared with ``repro data prepare
+per recording (``repro/data/maestro_audio.py``: ``AudioCodesFormat``), prepared with ``repro data prepare
 maestro_audio --source DIR``. No audio NLL of the paper is reproduced here.
 
 Presets: ``paper_12kbps_32k``, ``paper_22kbps_32k``, ``paper_12kbps_65k``, ``paper_22kbps_65k``
@@ -30,7 +30,7 @@ from repro.config import (
     OptimConfig,
     TrainConfig,
 )
-from repro.data import maestro
+from repro.data import maestro_audio
 from repro.data.tokens import NUM_RESERVED, SOS_ID
 from repro.sample.sampler import codebook_constraint
 from repro.section import SMOKE_OPTIM, SMOKE_TRAIN, CorpusSection, Metric, Prompts, SamplingSpec
@@ -106,7 +106,7 @@ class AudioSection(CorpusSection):
     title = "MAESTRO audio as SoundStream tokens (paper §5.6)"
     data_config = AudioData
     headline = Metric("nats_per_token", "NLL", "nats/token", ".4f")
-    raw_format = maestro.AUDIO_FORMAT
+    raw_format = maestro_audio.FORMAT
     dataset_name = "MAESTRO v3 SoundStream codes (user-computed)"
     demo_name = "demo: synthetic residual-VQ codes (not audio)"
     prepare_preset = "paper_12kbps_32k"

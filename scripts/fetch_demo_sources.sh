@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fetch the Debian package the PG-19 demo reads (Jane Austen's novels, r-cran-janeaustenr) once,
-# into DEST (default: $VENV/share/repro-demo, VENV defaulting to .venv), where repro/data/pg19.py
+# into DEST (default: $VENV/share/repro-demo, VENV defaulting to .venv), where repro/data/demos/pg19.py
 # looks for it. Idempotent: does nothing when a .deb is already there. Never fails the setup: without
 # apt-get or a reachable Debian mirror it says so, and the PG-19 demo (and its test) is unavailable.
 set -uo pipefail

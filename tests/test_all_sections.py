@@ -25,13 +25,13 @@ def _prepare_demo(sec, exp, data_dir):
     if not isinstance(sec, CorpusSection):
         return
     if sec.name == "maestro":  # the full demo converts 410 chorales (~2 min): a few pieces suffice here
-        from repro.data.maestro import build_demo
+        from repro.data.demos.maestro import build_demo
 
         raw = data_dir / "maestro-raw"
         src = build_demo(raw, limit=8).source
         sec.prepare(dataclasses.replace(exp.data, corpus="demo"), src, data_dir)  # the demo corpus, as built
     elif sec.name == "pg19":
-        from repro.data.pg19 import find_austen_deb
+        from repro.data.demos.pg19 import find_austen_deb
 
         if find_austen_deb() is None:
             pytest.skip("the PG-19 demo needs r-cran-janeaustenr's .deb: run `make setup`")

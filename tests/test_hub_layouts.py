@@ -16,9 +16,9 @@ import pytest
 from conftest import ld, one_error_line, varint, write_tfrecord
 
 from repro.data import pg19, wikitext103
+from repro.data.demos.wikitext103 import gensim_enwiki_path, strip_markup, wikipedia_pages, wikitext_tokenize
 from repro.data.source import DataError
 from repro.data.store import prepare
-from repro.data.wikitext103 import strip_markup
 
 WT103, PG19 = wikitext103.FORMAT, pg19.FORMAT
 
@@ -26,7 +26,7 @@ WT103, PG19 = wikitext103.FORMAT, pg19.FORMAT
 @pytest.fixture(scope="module")
 def paragraphs() -> list[str]:
     """Real English paragraphs (gensim's Wikipedia excerpt, markup stripped)."""
-    pages = islice(wikitext103.wikipedia_pages(wikitext103.gensim_enwiki_path()), 12)
+    pages = islice(wikipedia_pages(gensim_enwiki_path()), 12)
     return [s for _, markup in pages for level, s in strip_markup(markup) if level == 0 and len(s) > 80]
 
 
@@ -57,7 +57,7 @@ def _wiki_files(paragraphs) -> dict[str, str]:
         for j, p in enumerate(paras):
             if j == 2:
                 lines += [f" = = Section {i}.{j} = = ", " "]
-            lines.append(f" {wikitext103.wikitext_tokenize(p)} ")
+            lines.append(f" {wikitext_tokenize(p)} ")
         return lines
 
     split = {"train": range(0, 8), "valid": range(8, 9), "test": range(9, 10)}

@@ -15,8 +15,13 @@ from PIL import Image
 
 from repro.config import ConfigError
 from repro.data import imagenet64
+from repro.data.demos.imagenet64 import DEMO_VALIDATION_PHOTOS, demo_images, demo_tar, write_demo
+from repro.data.formats.images import PNG_SIGNATURE
+from repro.data.formats.tfrecord import crc32c
 from repro.data.source import DataError, SourceFile
 from repro.data.tokens import EOS_ID, PAD_ID, SOS_ID
+from repro.eval import baselines
+from repro.sample import writers
 
 FMT = imagenet64.FORMAT
 RNG = np.random.default_rng(0)
@@ -159,12 +164,12 @@ def layouts(tmp_path_factory):
     root = tmp_path_factory.mktemp("imagenet64")
     out = {}
     for layout in ("png", "tar", "npz"):
-        out[layout] = imagenet64.write_demo(root / layout, layout=layout, limit=LIMIT)
+        out[layout] = write_demo(root / layout, layout=layout, limit=LIMIT)
     return out
 
 
 def test_demo_layouts_scan_and_read_identically(layouts):
-    expected = imagenet64.demo_images(LIMIT)
+    expected = demo_images(LIMIT)
     contents = {}
     for layout, src in layouts.items():
         v = FMT.variant(src)
@@ -187,14 +192,14 @@ def test_demo_layouts_scan_and_read_identically(layouts):
 
 
 def test_demo_full_counts_and_holdout():
-    images = imagenet64.demo_images()
+    images = demo_images()
     assert 1000 <= len(images["train"]) <= 1500 and 50 <= len(images["validation"]) <= 150
     photo = {s: {n.rsplit("_s", 1)[0].removesuffix("_whole.png") for n, _ in v} for s, v in images.items()}
-    assert photo["validation"] == set(imagenet64.DEMO_VALIDATION_PHOTOS)
+    assert photo["validation"] == set(DEMO_VALIDATION_PHOTOS)
     assert not photo["train"] & photo["validation"]
     assert {"astronaut_whole.png", "retina_whole.png"} <= {n for n, _ in images["train"]}
     assert all(img.shape == (64, 64, 3) and img.dtype == np.uint8 for _, img in images["validation"])
-    again = imagenet64.demo_images()
+    again = demo_images()
     assert [n for n, _ in again["train"]] == [n for n, _ in images["train"]]
     np.testing.assert_array_equal(again["train"][-1][1], images["train"][-1][1])
 
@@ -203,11 +208,11 @@ def test_demo_refuses_to_overwrite_real_data(tmp_path):
     (tmp_path / "train_64x64").mkdir()
     (tmp_path / "train_64x64" / "real.png").write_bytes(png_bytes(random_image()))
     with pytest.raises(DataError, match="train_64x64"):
-        imagenet64.write_demo(tmp_path, limit=2)
+        write_demo(tmp_path, limit=2)
     assert (tmp_path / "train_64x64" / "real.png").exists()
     out = tmp_path / "demo"
-    imagenet64.write_demo(out, limit=2)
-    imagenet64.demo_tar(out, limit=2)  # its own output is replaced, with the other layout
+    write_demo(out, limit=2)
+    demo_tar(out, limit=2)  # its own output is replaced, with the other layout
     assert FMT.variant(out) == "tar" and not (out / "train_64x64").exists()
 
 
@@ -217,7 +222,7 @@ def test_npz_streams_in_chunks_and_converts_chw(tmp_path, monkeypatch):
     np.savez_compressed(tmp_path / "train_data_batch_10.npz", data=data, labels=np.arange(5))
     np.savez(tmp_path / "train_data_batch_2.npz", data=data[:1])
     np.savez(tmp_path / "val_data.npz", data=data[:2])
-    monkeypatch.setattr(imagenet64, "_NPZ_ROWS_PER_READ", 2)
+    monkeypatch.setattr("repro.data.formats.images.NPZ_ROWS_PER_READ", 2)
     files = FMT.scan(tmp_path)
     assert [f.path.name for f in files["train"]] == ["train_data_batch_2.npz", "train_data_batch_10.npz"]
     docs = read_all(files["train"][1:])
@@ -235,7 +240,7 @@ def tf_example(png: bytes) -> bytes:
 
 
 def test_crc32c_known_value():
-    assert imagenet64.crc32c(b"123456789") == 0xE3069283
+    assert crc32c(b"123456789") == 0xE3069283
 
 
 def test_tfds_tfrecords_read_without_tensorflow(tmp_path):
@@ -302,7 +307,7 @@ def _rgb16_png() -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
     ihdr = struct.pack(">IIBBBBB", 64, 64, 16, 2, 0, 0, 0)
-    return imagenet64._PNG_SIGNATURE + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+    return PNG_SIGNATURE + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
 
 
 @pytest.mark.parametrize("name", sorted(BAD_IMAGES))
@@ -394,11 +399,11 @@ def _blocks(img_2x2x3: np.ndarray) -> np.ndarray:
 def test_unigram_baseline_hand_computed():
     train = [np.broadcast_to(np.array([10, 20, 30], np.uint8), (64, 64, 3)).reshape(-1)]
     val = [np.broadcast_to(np.array([10, 20, 40], np.uint8), (64, 64, 3)).reshape(-1)]
-    got = imagenet64.unigram_bits_per_dim(iter(train), iter(val), cfg(1))
+    got = baselines.unigram_bits_per_dim(iter(train), iter(val), cfg(1))
     expected = -(2 * math.log2(2 / 259) + math.log2(1 / 259)) / 3
     assert got == pytest.approx(expected, rel=1e-12)
     # at 64: counts 4096 of each of 10/20/30 (N = 12288)
-    got64 = imagenet64.unigram_bits_per_dim(train, val)
+    got64 = baselines.unigram_bits_per_dim(train, val)
     expected64 = -(2 * math.log2(4097 / 12544) + math.log2(1 / 12544)) / 3
     assert got64 == pytest.approx(expected64, rel=1e-12)
 
@@ -406,7 +411,7 @@ def test_unigram_baseline_hand_computed():
 def test_previous_pixel_baseline_hand_computed():
     t = [[[0, 0, 0], [1, 1, 1]], [[0, 0, 0], [1, 1, 1]]]  # raster pixels 0, 1, 0, 1
     v = [[[0, 0, 0], [1, 1, 1]], [[1, 1, 1], [0, 0, 0]]]  # raster pixels 0, 1, 1, 0
-    got = imagenet64.previous_pixel_bits_per_dim([_blocks(t)], [_blocks(v)], cfg(2))
+    got = baselines.previous_pixel_bits_per_dim([_blocks(t)], [_blocks(v)], cfg(2))
     # unigram: 6 zeros, 6 ones of 12; pairs per channel 0->1 x2, 1->0 x1 (x3 channels)
     first = -math.log2(7 / 268)
     per_channel = -math.log2(7 / 262) - math.log2(1 / 259) - math.log2(4 / 259)
@@ -417,10 +422,10 @@ def test_baselines_on_real_images(layouts):
     files = FMT.scan(layouts["png"])
     train = lambda: (d.content for d in read_all(files["train"]))  # noqa: E731
     val = lambda: (d.content for d in read_all(files["validation"]))  # noqa: E731
-    uni, prev = imagenet64.unigram_bits_per_dim(train(), val()), imagenet64.previous_pixel_bits_per_dim(train(), val())
+    uni, prev = baselines.unigram_bits_per_dim(train(), val()), baselines.previous_pixel_bits_per_dim(train(), val())
     assert 0 < prev < uni - 1  # neighbouring pixels of real photos are alike
-    assert 0 < imagenet64.unigram_bits_per_dim(val(), val()) < 8  # fit on itself: below the uniform 8 bits
-    uni16 = imagenet64.unigram_bits_per_dim(train(), val(), cfg(16))
+    assert 0 < baselines.unigram_bits_per_dim(val(), val()) < 8  # fit on itself: below the uniform 8 bits
+    uni16 = baselines.unigram_bits_per_dim(train(), val(), cfg(16))
     assert uni16 > 0 and uni16 != pytest.approx(uni)
 
 
@@ -428,17 +433,17 @@ def test_baselines_on_real_images(layouts):
 def test_write_grid(tmp_path):
     imgs = [np.full((8, 8, 3), 40 * k, np.uint8) for k in range(5)]
     imgs[0][0, 0] = [255, 0, 0]
-    p = imagenet64.write_grid(tmp_path / "g" / "grid.png", imgs, ncols=3, scale=4)
+    p = writers.write_grid(tmp_path / "g" / "grid.png", imgs, ncols=3, scale=4)
     with Image.open(p) as im:
         assert im.format == "PNG" and im.size == (3 * 32 + 4 * 2, 2 * 32 + 3 * 2)
         a = np.asarray(im)
     assert a[2:6, 2:6].tolist() == [[[255, 0, 0]] * 4] * 4  # nearest-neighbour: a 4x4 red block
     assert a[6, 6].tolist() == [0, 0, 0] and a[2 + 34 + 5, 2 + 34 + 5].tolist() == [160, 160, 160]
-    p2 = imagenet64.write_grid(tmp_path / "cap.png", imgs, ncols=5, scale=2, captions=[f"img {k}" for k in range(5)])
+    p2 = writers.write_grid(tmp_path / "cap.png", imgs, ncols=5, scale=2, captions=[f"img {k}" for k in range(5)])
     with Image.open(p2) as im:
         assert im.size[0] == 5 * 16 + 6 * 2 and im.size[1] > 16 + 4
         a2 = np.asarray(im)
     assert (a2[2 + 16 :, : 16 + 2] > 200).any()  # caption text below the first image
     assert sorted(x.name for x in tmp_path.iterdir()) == ["cap.png", "g"]  # no temp files left
     with pytest.raises(ValueError):
-        imagenet64.write_grid(tmp_path / "x.png", [], ncols=2)
+        writers.write_grid(tmp_path / "x.png", [], ncols=2)

@@ -10,25 +10,21 @@ import pretty_midi
 import pytest
 
 from repro.config import ConfigError
-from repro.data.maestro import (
-    AUDIO_FORMAT,
-    FORMAT,
-    AudioCodes,
-    build_demo,
-    demo_split,
-    synthetic_codes,
-)
+from repro.data.demos.maestro import build_demo, demo_split
+from repro.data.demos.maestro_audio import synthetic_codes
+from repro.data.maestro import FORMAT
+from repro.data.maestro_audio import FORMAT as AUDIO_FORMAT
+from repro.data.maestro_audio import AudioCodes
 from repro.data.midi_events import (
     Note,
     PerformanceEncoding,
     apply_sustain,
     augment,
     augment_events,
-    piano_roll_png,
-    write_midi,
 )
 from repro.data.source import DataError, SkipFile, SourceFile
 from repro.data.tokens import NUM_RESERVED
+from repro.sample.writers import piano_roll_png, write_midi
 
 ENC = PerformanceEncoding()
 

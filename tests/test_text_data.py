@@ -12,7 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from repro.data import pg19, wikitext103
+from repro.data.demos.pg19 import demo_source_dirs, find_austen_deb
+from repro.data.demos.wikitext103 import gensim_enwiki_path, strip_markup, wikipedia_pages, wikitext_tokenize
+from repro.data.formats.rdata import read_lazyload_db, read_rds
 from repro.data.pg19 import FORMAT as PG19
 from repro.data.source import DataError, SourceFile
 from repro.data.text import (
@@ -25,7 +27,7 @@ from repro.data.text import (
     sample_lines,
 )
 from repro.data.wikitext103 import FORMAT as WT103
-from repro.data.wikitext103 import article_title, strip_markup, wikitext_tokenize
+from repro.data.wikitext103 import article_title
 from repro.eval.metrics import perplexity, word_perplexity
 
 
@@ -36,7 +38,7 @@ def sha256(p: Path) -> str:
 @pytest.fixture(scope="module")
 def wiki_text() -> str:
     """Real English text: the first ten articles of gensim's Wikipedia excerpt, markup stripped."""
-    pages = islice(wikitext103.wikipedia_pages(wikitext103.gensim_enwiki_path()), 10)
+    pages = islice(wikipedia_pages(gensim_enwiki_path()), 10)
     return "\n".join(s for _, markup in pages for _, s in strip_markup(markup)) + "\n"
 
 
@@ -221,7 +223,7 @@ def _xdr(obj) -> bytes:
 
 
 def test_read_rds_and_lazyload_db():
-    v = pg19.read_rds(_xdr(["EMMA", "", None, "é"]))
+    v = read_rds(_xdr(["EMMA", "", None, "é"]))
     assert v.kind == "character" and v.values == ["EMMA", "", None, "é"]
     import gzip
 
@@ -233,12 +235,12 @@ def test_read_rds_and_lazyload_db():
         locs.append([len(rdb), len(entry)])
         rdb += entry
     index = {"variables": dict(zip(books, locs, strict=True)), "references": [], "compressed": [1]}
-    objects = pg19.read_lazyload_db(gzip.compress(_xdr(index)), rdb, "Rdata")
+    objects = read_lazyload_db(gzip.compress(_xdr(index)), rdb, "Rdata")
     assert {k: o.values for k, o in objects.items()} == books
     with pytest.raises(DataError, match="not R XDR"):
-        pg19.read_rds(b"RDX2\n")
+        read_rds(b"RDX2\n")
     with pytest.raises(DataError, match="truncated"):
-        pg19.read_rds(_xdr(["abc"])[:-2])
+        read_rds(_xdr(["abc"])[:-2])
 
 
 # ------------------------------------------------------------------------------------------------
@@ -322,18 +324,18 @@ def test_pg19_bad_inputs(tmp_path):
 
 
 def test_pg19_demo_without_the_deb_names_the_setup_command(tmp_path, monkeypatch):
-    monkeypatch.setattr(pg19, "find_austen_deb", lambda: None)
-    monkeypatch.setattr(pg19, "INSTALLED_RDATA", tmp_path / "none" / "Rdata")
+    monkeypatch.setattr("repro.data.demos.pg19.find_austen_deb", lambda: None)
+    monkeypatch.setattr("repro.data.demos.pg19.INSTALLED_RDATA", tmp_path / "none" / "Rdata")
     with pytest.raises(DataError, match="make setup"):
         PG19.demo(tmp_path / "demo")
 
 
 @pytest.fixture(scope="module")
 def austen(tmp_path_factory) -> Path:
-    if pg19.find_austen_deb() is None:
+    if find_austen_deb() is None:
         pytest.skip(
             "Debian's r-cran-janeaustenr .deb is not in "
-            + ", ".join(map(str, pg19.demo_source_dirs()))
+            + ", ".join(map(str, demo_source_dirs()))
             + ": run `make setup` or `bash scripts/fetch_demo_sources.sh`"
         )
     return PG19.demo(tmp_path_factory.mktemp("pg19-demo"))

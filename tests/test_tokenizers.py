@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import repro.data
-from repro.data.maestro import AudioCodes
+from repro.data.maestro_audio import AudioCodes
 from repro.data.midi_events import Note, PerformanceEncoding
 from repro.data.source import ByteValues, Tokenizer
 from repro.data.text import EOS_WORD, UNK_WORD, ByteTokenizer, WordTokenizer

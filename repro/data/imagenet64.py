@@ -1,4 +1,4 @@
-"""ImageNet 64x64 raw data (paper Sec. 5.2): the official layouts, the official tokenization, baselines.
+"""ImageNet 64x64 raw data (paper Sec. 5.2): the official layouts and the official tokenization.
 
 What is stored per image (the content ids of the contract in ``repro/data/source.py``) is the image
 as it is on disk: 64x64 RGB, HWC, flattened to 12,288 uint8 sub-pixel values (R, G, B interleaved,
@@ -34,36 +34,26 @@ Raw layouts (:meth:`ImageNet64Format.variant`):
 
 The official ``valid`` split is our ``validation`` split. Images must be 64x64 8-bit RGB: grayscale,
 RGBA, palette, 16-bit or other-size images are refused (never converted), as are truncated files.
+
+Elsewhere: the image / tar / npz readers (``repro/data/formats/images.py``), the demo
+(``repro/data/demos/imagenet64.py``), the unigram and previous-pixel baselines
+(``repro/eval/baselines.py``) and the sample grids (``repro/sample/writers.py``).
 """
 
 from __future__ import annotations
 
 import functools
-import importlib.util
-import io
-import math
-import os
 import re
-import shutil
-import struct
-import tarfile
-import zipfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
 
 from repro.config import ConfigError
-from repro.data.formats.tfrecord import (  # noqa: F401 - crc32c / masked_crc32c: re-exported
-    crc32c,
-    example_bytes_feature,
-    find_tfds_dir,
-    masked_crc32c,
-    tfrecord_records,
-)
+from repro.data.formats import images
+from repro.data.formats.tfrecord import example_bytes_feature, find_tfds_dir, tfrecord_records
 from repro.data.source import ByteValues, DataError, RawDoc, RawFormat, SourceFile, Tokenizer
 from repro.data.tokens import EOS_ID, NUM_RESERVED, SOS_ID
 
@@ -87,10 +77,6 @@ VARIANT_TFDS = "tfds"
 PIXEL_RASTER = "pixel_raster"
 PLANAR = "r->g->b"
 ORDERINGS = {PIXEL_RASTER: PIXEL_RASTER, PLANAR: PLANAR, "planar": PLANAR}
-
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_PNG_COLOR_TYPES = {0: "grayscale", 2: "RGB", 3: "palette", 4: "grayscale+alpha", 6: "RGBA"}
-_NPZ_ROWS_PER_READ = 256
 
 
 # ----------------------------------------------------------------------------------------- config
@@ -213,37 +199,9 @@ def tokens_to_image(tokens_1d: np.ndarray, data_cfg: Any = None) -> np.ndarray:
 
 # ----------------------------------------------------------------------------------------- decoding
 def decode_image(data: bytes, label: str) -> np.ndarray:
-    """Encoded image bytes -> (64, 64, 3) uint8; DataError naming ``label`` for anything else.
-
-    PNGs are checked from their header first (8-bit RGB, 64x64), so 16-bit, palette, grayscale
-    and alpha images are refused rather than silently converted by Pillow."""
-    if data[:8] == _PNG_SIGNATURE:
-        if len(data) < 33 or data[12:16] != b"IHDR":
-            raise DataError(f"{label}: truncated or corrupt PNG (no IHDR header)")
-        w, h, depth, ctype = *struct.unpack(">II", data[16:24]), data[24], data[25]
-        if (w, h, depth, ctype) != (SIZE, SIZE, 8, 2):
-            kind = _PNG_COLOR_TYPES.get(ctype, f"color-type-{ctype}")
-            raise DataError(
-                f"{label}: {w}x{h} {depth}-bit {kind} PNG; ImageNet 64x64 images are 64x64 8-bit RGB (not converted)"
-            )
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            if im.size != (SIZE, SIZE) or im.mode != "RGB":
-                raise DataError(
-                    f"{label}: {im.size[0]}x{im.size[1]} {im.mode} {im.format} image; ImageNet 64x64 images are "
-                    "64x64 RGB (not converted)"
-                )
-            im.load()  # decodes everything: truncated data raises here
-            a = np.asarray(im, dtype=np.uint8)
-    except DataError:
-        raise
-    except UnidentifiedImageError:
-        raise DataError(f"{label}: not an image file (no image format recognised)") from None
-    except Exception as e:  # noqa: BLE001 - any decoder failure is bad input, reported in one line
-        raise DataError(f"{label}: not a readable image ({type(e).__name__}: {e})") from None
-    if a.shape != (SIZE, SIZE, CHANNELS):
-        raise DataError(f"{label}: decoded to shape {a.shape}, expected (64, 64, 3)")
-    return a
+    """Encoded image bytes -> (64, 64, 3) uint8; DataError naming ``label`` for anything else
+    (16-bit, palette, grayscale, alpha or other-size images are refused, never converted)."""
+    return images.decode_rgb(data, label, SIZE, "ImageNet 64x64")
 
 
 def _doc(image: np.ndarray, name: str, num_bytes: int) -> RawDoc:
@@ -252,41 +210,14 @@ def _doc(image: np.ndarray, name: str, num_bytes: int) -> RawDoc:
 
 # ----------------------------------------------------------------------------------------- npz
 def _npz_rows(path: Path) -> Iterator[np.ndarray]:
-    """Rows of ``data`` (N, 12288) uint8 in an npz, streamed from the zip member in chunks."""
-    try:
-        z = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as e:
-        raise DataError(
-            f"{path}: not an npz (zip) file ({e}); of the Chrabaszcz et al. 2017 downloads only the npz version "
-            "is supported"
-        ) from None
-    with z:
-        if "data.npy" not in z.namelist():
-            keys = sorted(n.removesuffix(".npy") for n in z.namelist())
-            raise DataError(f"{path}: no 'data' array (has {keys}); expected Chrabaszcz et al. 2017 npz batches")
-        try:
-            with z.open("data.npy") as f:
-                version = np.lib.format.read_magic(f)
-                if version == (1, 0):
-                    shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
-                else:
-                    shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
-                if len(shape) != 2 or shape[1] != NUM_VALUES:
-                    raise DataError(f"{path}: 'data' has shape {shape}, expected (N, {NUM_VALUES}) (64x64x3 CHW)")
-                if dtype != np.uint8 or fortran:
-                    raise DataError(f"{path}: 'data' is {dtype}{' fortran-order' if fortran else ''}, expected uint8")
-                left = shape[0]
-                while left:
-                    k = min(left, _NPZ_ROWS_PER_READ)
-                    buf = f.read(k * NUM_VALUES)
-                    if len(buf) < k * NUM_VALUES:
-                        raise DataError(f"{path}: truncated 'data' array")
-                    yield from np.frombuffer(buf, np.uint8).reshape(k, NUM_VALUES)
-                    left -= k
-        except DataError:
-            raise
-        except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
-            raise DataError(f"{path}: unreadable 'data' array ({type(e).__name__}: {e})") from None
+    """Rows of ``data`` (N, 12288) uint8 in a Chrabaszcz et al. 2017 npz batch, streamed."""
+    return images.npz_rows(
+        path,
+        NUM_VALUES,
+        not_npz="; of the Chrabaszcz et al. 2017 downloads only the npz version is supported",
+        expected="Chrabaszcz et al. 2017 npz batches",
+        row_layout="64x64x3 CHW",
+    )
 
 
 def chw_to_hwc(row_CHW: np.ndarray) -> np.ndarray:
@@ -348,15 +279,8 @@ class ImageNet64Format(RawFormat):
     def _scan_tar(split: str, path: Path) -> SourceFile:
         if not path.is_file():
             raise DataError(f"{path}: missing tar (the {split} split of the tar layout)")
-        try:
-            with tarfile.open(path, "r|*") as tf:
-                while (m := tf.next()) is not None:
-                    if m.isfile() and m.name.lower().endswith(".png"):
-                        return SourceFile(split, path)
-                    tf.members.clear()
-        except (tarfile.TarError, OSError, EOFError) as e:
-            raise DataError(f"{path}: not a readable tar ({type(e).__name__}: {e})") from None
-        raise DataError(f"{path}: tar holds no *.png images")
+        images.check_tar(path)
+        return SourceFile(split, path)
 
     @staticmethod
     def _scan_npz(source: Path) -> dict[str, list[SourceFile]]:
@@ -411,21 +335,8 @@ class ImageNet64Format(RawFormat):
 
     @staticmethod
     def _read_tar(path: Path, member: str | None) -> Iterator[RawDoc]:
-        n = 0
-        try:
-            with tarfile.open(path, "r|*") as tf:
-                while (m := tf.next()) is not None:
-                    tf.members.clear()  # stream mode keeps every header otherwise (1.28M of them)
-                    if not m.isfile() or not m.name.lower().endswith(".png") or member not in (None, m.name):
-                        continue
-                    fobj = tf.extractfile(m)
-                    data = fobj.read() if fobj is not None else b""
-                    n += 1
-                    yield _doc(decode_image(data, f"{path}:{m.name}"), m.name, len(data))
-        except (tarfile.TarError, OSError, EOFError) as e:
-            raise DataError(f"{path}: not a readable tar ({type(e).__name__}: {e})") from None
-        if n == 0:
-            raise DataError(f"{path}: tar holds no *.png images" + (f" named {member}" if member else ""))
+        for name, data in images.tar_pngs(path, member):
+            yield _doc(decode_image(data, f"{path}:{name}"), name, len(data))
 
     @staticmethod
     def _read_tfrecord(path: Path) -> Iterator[RawDoc]:
@@ -459,261 +370,11 @@ class ImageNet64Format(RawFormat):
 
     # -------------------------------------------------------------------- demo data
     def demo(self, out: Path, layout: str = VARIANT_PNG, limit: int | None = None) -> Path:
-        """Write the demo images (:func:`demo_images`) under ``out`` in an official layout
+        """Write the demo images (``repro.data.demos.imagenet64``) under ``out`` in an official layout
         ("png", "tar" or "npz"); returns ``out``. Refuses to overwrite anything it did not write."""
+        from repro.data.demos.imagenet64 import write_demo
+
         return write_demo(Path(out), layout=layout, limit=limit)
 
 
 FORMAT = ImageNet64Format()
-
-
-# ----------------------------------------------------------------------------------------- demo data
-# Real photos scikit-image ships in its wheel (no downloads), with their licenses (shared/docs/data.md §2.3).
-DEMO_PHOTOS: tuple[tuple[str, str, str], ...] = (
-    ("astronaut", "astronaut.png", "public domain (NASA)"),
-    ("chelsea", "chelsea.png", "CC0"),
-    ("coffee", "coffee.png", "CC0"),
-    ("hubble_deep_field", "hubble_deep_field.jpg", "public domain (NASA)"),
-    ("immunohistochemistry", "ihc.png", "no known copyright restrictions"),
-    ("retina", "retina.jpg", "CC0"),
-    ("rocket", "rocket.jpg", "public domain (SpaceX)"),
-)
-# Held out entirely (all their tiles and their whole-photo downsample): validation never shares a
-# photo with training.
-DEMO_VALIDATION_PHOTOS = ("chelsea", "coffee")
-DEMO_MIN_STD = 2.0  # tiles flatter than this (e.g. the retina photo's black surround) are dropped
-DEMO_MARKER = "imagenet64-demo.txt"
-
-
-def _skimage_data_dir() -> Path:
-    spec = importlib.util.find_spec("skimage")
-    if spec is None or spec.origin is None:
-        raise DataError("scikit-image is not installed: the ImageNet 64x64 demo is cut from the photos it ships")
-    return Path(spec.origin).parent / "data"
-
-
-def _photo_images(name: str, photo_HxWx3: np.ndarray) -> Iterator[tuple[str, np.ndarray]]:
-    """Non-overlapping 64x64 tiles (grid centred) of the photo box-downsampled by 1, 2, 4, ...
-    while it is at least 64 px, then the whole photo box-resized to 64x64 (as ImageNet 64x64
-    was made: the whole image, area filter, aspect not kept)."""
-    f = 1
-    while min(photo_HxWx3.shape[:2]) // f >= SIZE:
-        img = box_downsample(photo_HxWx3, f)
-        rows, cols = img.shape[0] // SIZE, img.shape[1] // SIZE
-        y0, x0 = (img.shape[0] - rows * SIZE) // 2, (img.shape[1] - cols * SIZE) // 2
-        for i in range(rows):
-            for j in range(cols):
-                tile = img[y0 + i * SIZE : y0 + (i + 1) * SIZE, x0 + j * SIZE : x0 + (j + 1) * SIZE]
-                if tile.std() >= DEMO_MIN_STD:
-                    yield f"{name}_s{f}_{i:02d}_{j:02d}.png", np.ascontiguousarray(tile)
-        f *= 2
-    whole = Image.fromarray(photo_HxWx3).resize((SIZE, SIZE), Image.Resampling.BOX)
-    yield f"{name}_whole.png", np.asarray(whole, np.uint8)
-
-
-def demo_images(limit: int | None = None) -> dict[str, list[tuple[str, np.ndarray]]]:
-    """{"train": [(file name, 64x64x3 uint8)], "validation": [...]} from scikit-image's photos,
-    names sorted; ``limit``: at most that many per split (the first in sorted photo order)."""
-    d = _skimage_data_dir()
-    out: dict[str, list[tuple[str, np.ndarray]]] = {"train": [], "validation": []}
-    for name, file, _ in DEMO_PHOTOS:
-        split = "validation" if name in DEMO_VALIDATION_PHOTOS else "train"
-        if limit is not None and len(out[split]) >= limit:
-            continue
-        try:
-            with Image.open(d / file) as im:
-                photo = np.asarray(im.convert("RGB"), np.uint8)
-        except OSError as e:
-            raise DataError(f"{d / file}: cannot read scikit-image's photo ({e})") from None
-        for item in _photo_images(name, photo):
-            if limit is not None and len(out[split]) >= limit:
-                break
-            out[split].append(item)
-    for split in out:
-        out[split].sort(key=lambda t: t[0])
-    return out
-
-
-def _png_bytes(image: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(image, "RGB").save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def _demo_targets(out: Path) -> list[Path]:
-    return [out / n for n in (*PNG_FOLDERS.values(), *TARS.values(), "train_data_batch_1.npz", "val_data.npz")]
-
-
-def write_demo(out: Path, layout: str = VARIANT_PNG, limit: int | None = None) -> Path:
-    """Write :func:`demo_images` under ``out`` as the "png", "tar" or "npz" (Chrabaszcz) layout.
-
-    A folder that already holds ImageNet layout files is only overwritten when this function
-    wrote them (its marker file ``imagenet64-demo.txt`` is there), so a real dataset is never
-    touched."""
-    layout = {"npz-chrabaszcz2017": "npz"}.get(layout, layout)
-    if layout not in ("png", "tar", "npz"):
-        raise ConfigError(f"demo layout {layout!r}: must be 'png', 'tar' or 'npz'")
-    out = Path(out)
-    existing = [p for p in _demo_targets(out) if p.exists()]
-    if existing and not (out / DEMO_MARKER).exists():
-        raise DataError(f"{existing[0]}: exists and was not written by the demo; refusing to overwrite")
-    for p in existing:
-        shutil.rmtree(p) if p.is_dir() else p.unlink()
-    out.mkdir(parents=True, exist_ok=True)
-    images = demo_images(limit)
-    for split, items in images.items():
-        if layout == "png":
-            folder = out / PNG_FOLDERS[split]
-            folder.mkdir()
-            for name, img in items:
-                (folder / name).write_bytes(_png_bytes(img))
-        elif layout == "tar":
-            with tarfile.open(out / TARS[split], "w") as tf:
-                for name, img in items:
-                    data = _png_bytes(img)
-                    info = tarfile.TarInfo(f"{PNG_FOLDERS[split]}/{name}")
-                    info.size, info.mode, info.mtime = len(data), 0o644, 0
-                    tf.addfile(info, io.BytesIO(data))
-        else:
-            data = np.stack([img.transpose(2, 0, 1).reshape(-1) for _, img in items]).astype(np.uint8)
-            arrays: dict[str, np.ndarray] = {"data": data, "labels": np.ones(len(items), np.int64)}
-            if split == "train":
-                arrays["mean"] = data.mean(axis=0)
-            np.savez(out / ("train_data_batch_1.npz" if split == "train" else "val_data.npz"), **arrays)
-    counts = {s: len(v) for s, v in images.items()}
-    lines = [
-        "ImageNet 64x64 demo data (not ImageNet): 64x64 tiles of real photos shipped in scikit-image,",
-        f"box-downsampled by 1, 2, 4, ... then tiled, plus each whole photo box-resized to 64x64. Layout: {layout}.",
-        f"train: {counts['train']} images; validation: {counts['validation']} images "
-        f"(all of {', '.join(DEMO_VALIDATION_PHOTOS)}, never seen in training).",
-        "Photos and licenses:",
-        *(f"  {n} ({f}): {lic}" for n, f, lic in DEMO_PHOTOS),
-    ]
-    (out / DEMO_MARKER).write_text("\n".join(lines) + "\n")
-    return out
-
-
-def demo_tar(out: Path, limit: int | None = None) -> Path:
-    """The demo images as ``train_64x64.tar`` / ``valid_64x64.tar``."""
-    return write_demo(out, layout="tar", limit=limit)
-
-
-def demo_npz(out: Path, limit: int | None = None) -> Path:
-    """The demo images as Chrabaszcz-style ``train_data_batch_1.npz`` / ``val_data.npz`` (CHW)."""
-    return write_demo(out, layout="npz", limit=limit)
-
-
-# ----------------------------------------------------------------------------------------- grids
-def write_grid(
-    path: Path,
-    images: list[np.ndarray],
-    ncols: int,
-    scale: int = 4,
-    captions: list[str] | None = None,
-    pad: int = 2,
-) -> Path:
-    """Write images (H x W x 3 uint8, any sizes) as one PNG grid, each nearest-neighbour upscaled
-    by ``scale``, with an optional caption under each; atomically (temp file + os.replace)."""
-    if not images:
-        raise ValueError("write_grid: no images")
-    if captions is not None and len(captions) != len(images):
-        raise ValueError(f"write_grid: {len(captions)} captions for {len(images)} images")
-    imgs = [np.asarray(im, np.uint8) for im in images]
-    for im in imgs:
-        if im.ndim != 3 or im.shape[2] != CHANNELS:
-            raise ValueError(f"write_grid: image of shape {im.shape}, expected (H, W, 3)")
-    ncols = max(1, min(ncols, len(imgs)))
-    nrows = math.ceil(len(imgs) / ncols)
-    cell_h = max(im.shape[0] for im in imgs) * scale
-    cell_w = max(im.shape[1] for im in imgs) * scale
-    font = ImageFont.load_default() if captions else None
-    cap_h = 0
-    if captions:
-        box = ImageDraw.Draw(Image.new("RGB", (1, 1))).textbbox((0, 0), "Ag", font=font)
-        cap_h = box[3] - box[1] + 4
-    W = ncols * cell_w + (ncols + 1) * pad
-    H = nrows * (cell_h + cap_h) + (nrows + 1) * pad
-    grid = Image.new("RGB", (W, H), (24, 24, 24))
-    draw = ImageDraw.Draw(grid)
-    for k, im in enumerate(imgs):
-        r, c = divmod(k, ncols)
-        x, y = pad + c * (cell_w + pad), pad + r * (cell_h + cap_h + pad)
-        big = np.repeat(np.repeat(im, scale, axis=0), scale, axis=1)
-        grid.paste(Image.fromarray(big, "RGB"), (x, y))
-        if captions:
-            text = str(captions[k])
-            while text and draw.textlength(text, font=font) > cell_w:
-                text = text[:-1]
-            draw.text((x, y + cell_h + 1), text, fill=(230, 230, 230), font=font)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        grid.save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
-# ----------------------------------------------------------------------------------------- baselines
-class _Counts:
-    """Sub-pixel value counts (unigram) and same-channel previous-pixel pair counts (bigram)."""
-
-    def __init__(self) -> None:
-        self.unigram = np.zeros(VALUE_RANGE, np.int64)
-        self.bigram = np.zeros(VALUE_RANGE * VALUE_RANGE, np.int64)
-
-    def add(self, images: Iterable[np.ndarray], pairs: bool) -> None:
-        for img in images:
-            v = img.reshape(-1, CHANNELS).astype(np.int64)  # [pixels, 3], raster order
-            self.unigram += np.bincount(v.reshape(-1), minlength=VALUE_RANGE)
-            if pairs:
-                self.bigram += np.bincount((v[:-1] * VALUE_RANGE + v[1:]).reshape(-1), minlength=VALUE_RANGE**2)
-
-    def log2_unigram(self) -> np.ndarray:
-        return np.log2((self.unigram + 1) / (self.unigram.sum() + VALUE_RANGE))
-
-    def log2_bigram(self) -> np.ndarray:
-        b = self.bigram.reshape(VALUE_RANGE, VALUE_RANGE)
-        return np.log2((b + 1) / (b.sum(axis=1, keepdims=True) + VALUE_RANGE))
-
-
-def _images(contents: Iterable[np.ndarray], data_cfg: Any) -> Iterator[np.ndarray]:
-    r = resolution_of(data_cfg)
-    for c in contents:
-        yield downsample(content_image(c), r)
-
-
-def unigram_bits_per_dim(train: Iterable[np.ndarray], val: Iterable[np.ndarray], data_cfg: Any = None) -> float:
-    """Bits per sub-pixel of ``val`` under the training set's sub-pixel value histogram (add-one
-    smoothing, shared by the three channels). Inputs: stored contents (12,288 HWC values),
-    streamed; ``data_cfg.resolution`` applies the same downsampling as the model's data."""
-    counts = _Counts()
-    counts.add(_images(train, data_cfg), pairs=False)
-    lp = counts.log2_unigram()
-    total, n = 0.0, 0
-    for img in _images(val, data_cfg):
-        v = img.reshape(-1)
-        total -= float(lp[v].sum())
-        n += v.size
-    if n == 0:
-        raise ValueError("unigram_bits_per_dim: no validation images")
-    return total / n
-
-
-def previous_pixel_bits_per_dim(train: Iterable[np.ndarray], val: Iterable[np.ndarray], data_cfg: Any = None) -> float:
-    """Bits per sub-pixel of ``val`` under P(v | the same channel's value at the previous pixel in
-    raster order), one 256x256 table shared by the channels, counted on ``train`` with add-one
-    smoothing; the first pixel of each image uses the unigram model. Streamed (counts only)."""
-    counts = _Counts()
-    counts.add(_images(train, data_cfg), pairs=True)
-    lu, lb = counts.log2_unigram(), counts.log2_bigram()
-    total, n = 0.0, 0
-    for img in _images(val, data_cfg):
-        v = img.reshape(-1, CHANNELS).astype(np.int64)
-        total -= float(lu[v[0]].sum() + lb[v[:-1], v[1:]].sum())
-        n += v.size
-    if n == 0:
-        raise ValueError("previous_pixel_bits_per_dim: no validation images")
-    return total / n

@@ -45,14 +45,11 @@ from __future__ import annotations
 
 import io
 import math
-import os
 import re
-import tempfile
 import warnings
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import numpy as np
 import pretty_midi
@@ -354,7 +351,7 @@ class PerformanceEncoding(Tokenizer):
         that the k-th onset within one step starts k * 0.025 steps (0.25 ms) late (k <= 16):
         the encoder orders the onsets of a step by their exact start times, which quantised
         times would lose (it would fall back to pitch order), so with this encode(decode(ids))
-        == ids for every encoder output, also through a MIDI file written by :func:`write_midi`."""
+        == ids for every encoder output, also through a MIDI file written by ``repro.sample.writers.write_midi``."""
         sps = self.steps_per_second
         open_: dict[int, list[tuple[float, int, int]]] = defaultdict(list)
         notes: list[Note] = []
@@ -535,75 +532,3 @@ def augment_events(
     if end is not None:  # a crop ending in silence keeps it (at least up to its last event)
         end = max(end, int(on.max(initial=0)), int(off.max(initial=0)))
     return enc._emit(on, off, pitches, bins, end_step=end, trailing_bin=trailing)
-
-
-# -- outputs ------------------------------------------------------------------------------------
-
-
-def _atomic(path: Path, write: Callable[[str], None]) -> Path:
-    """Write through a temporary file in the target folder, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 is for the temporary file, not the result
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def _as_midi(ids_or_midi, encoding: PerformanceEncoding | None) -> pretty_midi.PrettyMIDI:
-    if isinstance(ids_or_midi, pretty_midi.PrettyMIDI):
-        return ids_or_midi
-    if encoding is None:
-        raise ValueError("event ids need their PerformanceEncoding")
-    return encoding.decode(ids_or_midi)
-
-
-def write_midi(path, ids, encoding: PerformanceEncoding) -> Path:
-    """Decode content ids (or take a PrettyMIDI) and write a .mid file atomically."""
-    pm = _as_midi(ids, encoding)
-    return _atomic(Path(path), lambda tmp: pm.write(tmp))
-
-
-_NOTE_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
-
-
-def piano_roll_png(path, ids_or_midi, encoding: PerformanceEncoding | None = None, title: str | None = None) -> Path:
-    """A piano roll (pitch vs seconds, one bar per note, velocity as colour) as a PNG, written
-    atomically. Uses matplotlib's Agg canvas directly (no pyplot, no global backend change)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.collections import PatchCollection
-    from matplotlib.colors import Normalize
-    from matplotlib.figure import Figure
-    from matplotlib.patches import Rectangle
-
-    pm = _as_midi(ids_or_midi, encoding)
-    notes = [n for inst in pm.instruments if not inst.is_drum for n in inst.notes]
-    end = max((n.end for n in notes), default=1.0)
-    lo = min((n.pitch for n in notes), default=60) - 2
-    hi = max((n.pitch for n in notes), default=72) + 2
-    fig = Figure(figsize=(min(max(6.0, end / 4), 24.0), 5.0), dpi=110)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
-    norm = Normalize(1, 127)
-    rects = [Rectangle((n.start, n.pitch - 0.4), n.end - n.start, 0.8) for n in notes]
-    coll = PatchCollection(rects, cmap="viridis", norm=norm, edgecolor="none")
-    coll.set_array(np.array([n.velocity for n in notes], float))
-    ax.add_collection(coll)
-    ax.set_xlim(0, end * 1.01)
-    ax.set_ylim(lo, hi)
-    cs = [p for p in range(lo, hi + 1) if p % 12 == 0]
-    ax.set_yticks(cs, [f"C{p // 12 - 1}" for p in cs])
-    ax.set_yticks(range(lo, hi + 1), minor=True)
-    ax.grid(axis="y", which="major", alpha=0.3)
-    ax.set_xlabel("time (s)")
-    ax.set_ylabel("pitch (C4 = MIDI 60)")
-    ax.set_title(title or f"{len(notes)} notes, {end:.1f} s")
-    fig.colorbar(coll, ax=ax, label="velocity", pad=0.01)
-    fig.tight_layout()
-    return _atomic(Path(path), lambda tmp: fig.savefig(tmp, format="png"))

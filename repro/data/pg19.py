@@ -31,28 +31,16 @@ the train books with ``vocab_size`` 32000 as the paper, ``seed``, and ``max_trai
 the SentencePiece input to a seeded sample of the 11 GB of books), "bytes", or the path of a user
 SentencePiece ``.model``.
 
-Demo (``demo``): Jane Austen's six novels from Debian's ``r-cran-janeaustenr`` package (Project
-Gutenberg texts with the licence header removed, the same cleaning as PG-19; texts public domain,
-package MIT), read without R from the package's R data file and written in the PG-19 layout: four
-novels train, *Persuasion* validation, *Northanger Abbey* test. The ``.deb`` is fetched once at
-setup (``make setup`` runs ``scripts/fetch_demo_sources.sh``), never at run time.
+Demo (``demo``): Jane Austen's six novels, from Debian's ``r-cran-janeaustenr`` package, written in
+the PG-19 layout (``repro/data/demos/pg19.py``).
 """
 
 from __future__ import annotations
 
-import bz2
 import csv
-import gzip
 import io
-import lzma
-import os
 import re
-import struct
-import sys
-import tarfile
-import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -62,264 +50,11 @@ from repro.data.formats.tfrecord import example_features, find_tfds_dir, tfrecor
 from repro.data.source import SPLITS, DataError, RawDoc, RawFormat, SourceFile, Tokenizer
 from repro.data.text import count_words, fit_text_tokenizer, load_text_tokenizer, normalize_text
 
-DEMO_ENV = "REPRO_DEMO_SOURCES"
-DEMO_DEB_GLOB = "r-cran-janeaustenr_*.deb"
-FETCH_COMMAND = "make setup (or: bash scripts/fetch_demo_sources.sh)"
-_RDATA = "usr/lib/R/site-library/janeaustenr/data/Rdata"
-INSTALLED_RDATA = Path("/") / _RDATA  # where `apt-get install r-cran-janeaustenr` puts it
-
-# janeaustenr object -> (Project Gutenberg ebook number = PG-19 book id, title, year on the title page)
-AUSTEN_BOOKS = {
-    "sensesensibility": (161, "Sense and Sensibility", 1811),
-    "prideprejudice": (1342, "Pride and Prejudice", 1813),
-    "mansfieldpark": (141, "Mansfield Park", 1814),
-    "emma": (158, "Emma", 1815),
-    "northangerabbey": (121, "Northanger Abbey", 1818),
-    "persuasion": (105, "Persuasion", 1818),
-}
-DEMO_SPLITS = {"validation": ("persuasion",), "test": ("northangerabbey",)}
-
 HUB_COLUMNS = ("short_book_title", "publication_date", "url", "text")
 HUB_SCHEMA = "PG-19's Hub parquet has string columns " + ", ".join(HUB_COLUMNS)
 HUB_DIRS = ("", "data", "default")  # emozilla/pg19 keeps its shards in data/; the conversion in default/
 TFDS_PATTERN = "pg19-{split}.tfrecord-*"
 TFDS_FEATURES = ("book_text", "book_id", "book_title", "publication_date", "book_link")
-
-
-# ------------------------------------------------------------------------------------------------
-# A minimal reader of R's XDR serialization (RDS files, lazy-load databases)
-
-
-@dataclass
-class RValue:
-    """An R vector: ``kind`` (character, integer, logical, double, list), values, attributes."""
-
-    kind: str
-    values: list[Any]
-    attributes: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def names(self) -> list[str] | None:
-        n = self.attributes.get("names")
-        return n.values if isinstance(n, RValue) else None
-
-
-_VECTOR_KINDS = {10: "logical", 13: "integer", 14: "double", 16: "character", 19: "list", 20: "list"}
-_SINGLETONS = {254, 253, 252, 251, 250, 249, 248, 247, 242, 241}  # NILVALUE, envs, MISSINGARG, ...
-
-
-class _RReader:
-    """Reads the subset of R serialization format 2/3 (XDR) that data files use: vectors,
-    character strings, pairlists (attributes), symbols and references to them."""
-
-    def __init__(self, data: bytes, label: str):
-        self.b, self.p, self.label, self.refs = data, 0, label, []
-
-    def _int(self) -> int:
-        if self.p + 4 > len(self.b):
-            raise DataError(f"{self.label}: truncated R data")
-        (v,) = struct.unpack_from(">i", self.b, self.p)
-        self.p += 4
-        return v
-
-    def _bytes(self, n: int) -> bytes:
-        if n < 0 or self.p + n > len(self.b):
-            raise DataError(f"{self.label}: truncated R data")
-        v = self.b[self.p : self.p + n]
-        self.p += n
-        return v
-
-    def top(self) -> Any:
-        if self._bytes(2) != b"X\n":
-            raise DataError(f"{self.label}: not R XDR serialization data")
-        version = self._int()
-        self._int(), self._int()  # writer R version, minimal reader version
-        if version == 3:
-            self._bytes(self._int())  # native encoding name
-        elif version != 2:
-            raise DataError(f"{self.label}: unsupported R serialization version {version}")
-        return self._item()
-
-    def _item(self) -> Any:
-        flags = self._int()
-        t, has_attr, has_tag = flags & 0xFF, flags & (1 << 9), flags & (1 << 10)
-        if t in _SINGLETONS:
-            return None
-        if t == 255:  # REFSXP: index in the upper bits (or the next int when 0)
-            i = flags >> 8 or self._int()
-            return self.refs[i - 1]
-        if t == 1:  # SYMSXP: its name (a CHARSXP), remembered for later references
-            name = self._item()
-            self.refs.append(name)
-            return name
-        if t in (2, 6):  # LISTSXP / LANGSXP: (attributes) (tag) car cdr
-            if has_attr:
-                self._item()
-            tag = self._item() if has_tag else None
-            out = [(tag, self._item())]
-            rest = self._item()
-            return out + (rest if isinstance(rest, list) else [])
-        if t == 9:  # CHARSXP: length (-1 = NA) and bytes; encoding in the levels bits
-            n = self._int()
-            if n == -1:
-                return None
-            raw = self._bytes(n)
-            return raw.decode("latin-1" if (flags >> 12) & 4 else "utf-8", errors="replace")
-        if t in _VECTOR_KINDS:
-            n = self._int()
-            if n == -1:  # long vector: 64-bit length as two ints
-                n = (self._int() << 32) + self._int()
-            if t in (16, 19, 20):
-                values = [self._item() for _ in range(n)]
-            elif t == 14:
-                values = list(struct.unpack(f">{n}d", self._bytes(8 * n)))
-            else:
-                values = list(struct.unpack(f">{n}i", self._bytes(4 * n)))
-            attrs = {}
-            if has_attr:
-                for tag, value in self._item() or []:
-                    attrs[str(tag)] = value
-            return RValue(_VECTOR_KINDS[t], values, attrs)
-        raise DataError(f"{self.label}: unsupported R object type {t} in serialized data")
-
-
-def _decompress(data: bytes, label: str) -> bytes:
-    """gzip / bzip2 / xz / uncompressed R data, by magic number."""
-    if data[:2] == b"\x1f\x8b":
-        return gzip.decompress(data)
-    if data[:3] == b"BZh":
-        return bz2.decompress(data)
-    if data[:6] == b"\xfd7zXZ\x00":
-        return lzma.decompress(data)
-    return data
-
-
-def read_rds(data: bytes, label: str = "RDS data") -> Any:
-    """The object of an ``.rds`` file's bytes (or of a plain serialization)."""
-    try:
-        return _RReader(_decompress(data, label), label).top()
-    except (OSError, EOFError, lzma.LZMAError, zlib.error) as e:
-        raise DataError(f"{label}: cannot decompress R data ({e})") from None
-
-
-def read_lazyload_db(rdx: bytes, rdb: bytes, label: str) -> dict[str, Any]:
-    """Every object of an R lazy-load database (``<name>.rdx`` index + ``<name>.rdb`` blobs):
-    the index lists each variable's (offset, length) in the .rdb; each blob is a 4-byte
-    big-endian uncompressed length and the compressed serialization (zlib, or for compression
-    types 2/3 a type byte: '0' none, 'Z' zlib, '2' bzip2, 'X' xz)."""
-    index = read_rds(rdx, label + ".rdx")
-    if not isinstance(index, RValue) or index.kind != "list" or not index.names:
-        raise DataError(f"{label}.rdx: not a lazy-load index")
-    parts = dict(zip(index.names, index.values, strict=True))
-    variables, compressed = parts.get("variables"), parts.get("compressed")
-    if not isinstance(variables, RValue) or not variables.names:
-        raise DataError(f"{label}.rdx: lazy-load index without variables")
-    ctype = int(compressed.values[0]) if isinstance(compressed, RValue) and compressed.values else 1
-    out = {}
-    for name, loc in zip(variables.names, variables.values, strict=True):
-        off, length = (int(v) for v in loc.values)
-        blob = rdb[off : off + length]
-        if len(blob) != length or length < 5:
-            raise DataError(f"{label}.rdb: entry '{name}' lies outside the file")
-        (size,) = struct.unpack(">I", blob[:4])
-        body = blob[4:]
-        try:
-            if ctype in (2, 3):
-                kind, body = body[:1], body[1:]
-                raw = {b"0": lambda x: x, b"Z": zlib.decompress, b"2": bz2.decompress, b"X": lzma.decompress}[kind](
-                    body
-                )
-            else:
-                raw = zlib.decompress(body)
-        except (KeyError, OSError, EOFError, lzma.LZMAError, zlib.error) as e:
-            raise DataError(f"{label}.rdb: cannot decompress entry '{name}' ({e})") from None
-        if len(raw) != size:
-            raise DataError(f"{label}.rdb: entry '{name}' has {len(raw)} bytes, expected {size}")
-        out[name] = _RReader(raw, f"{label}.rdb:{name}").top()
-    return out
-
-
-# ------------------------------------------------------------------------------------------------
-# Demo sources
-
-
-def _repo_root() -> Path:
-    return Path(__file__).resolve().parents[2]
-
-
-def demo_source_dirs() -> list[Path]:
-    """Where ``scripts/fetch_demo_sources.sh`` puts the demo's Debian packages, in search order:
-    ``$REPRO_DEMO_SOURCES``, the running environment's ``share/repro-demo`` (``.venv`` after
-    ``make setup``), and ``.venv/share/repro-demo`` of this checkout."""
-    dirs = [Path(os.environ[DEMO_ENV])] if os.environ.get(DEMO_ENV) else []
-    dirs += [Path(sys.prefix) / "share" / "repro-demo", _repo_root() / ".venv" / "share" / "repro-demo"]
-    return list(dict.fromkeys(dirs))
-
-
-def find_austen_deb() -> Path | None:
-    """The newest ``r-cran-janeaustenr_*.deb`` in ``demo_source_dirs()``, or None."""
-    for d in demo_source_dirs():
-        debs = sorted(d.glob(DEMO_DEB_GLOB)) if d.is_dir() else []
-        if debs:
-            return debs[-1]
-    return None
-
-
-def _deb_members(deb: Path, wanted: set[str]) -> dict[str, bytes]:
-    """Files of a Debian package's data archive (``ar`` container, ``data.tar.{xz,gz,bz2}``)."""
-    blob = deb.read_bytes()
-    if not blob.startswith(b"!<arch>\n"):
-        raise DataError(f"{deb}: not a Debian package (no ar header)")
-    p, data = 8, None
-    while p + 60 <= len(blob):
-        name = blob[p : p + 16].decode("ascii", "replace").strip().rstrip("/")
-        size = int(blob[p + 48 : p + 58].decode("ascii").strip())
-        if name.startswith("data.tar"):
-            data = blob[p + 60 : p + 60 + size]
-            break
-        p += 60 + size + (size & 1)
-    if data is None:
-        raise DataError(f"{deb}: no data.tar member")
-    found = {}
-    try:
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as tar:
-            for m in tar.getmembers():
-                n = m.name.lstrip("./")
-                if n in wanted and m.isfile():
-                    found[n] = tar.extractfile(m).read()  # type: ignore[union-attr]
-    except tarfile.TarError as e:
-        raise DataError(f"{deb}: cannot read its data archive ({e})") from None
-    missing = wanted - set(found)
-    if missing:
-        raise DataError(f"{deb}: missing {', '.join(sorted(missing))}")
-    return found
-
-
-def austen_novels(deb: Path | None = None) -> dict[str, list[str]]:
-    """The six novels as lists of lines (janeaustenr object name -> lines; the first line is the
-    title), from the ``.deb`` (default: ``find_austen_deb()``) or an installed R package."""
-    if deb is None:
-        deb = find_austen_deb()
-    if deb is not None:
-        files = _deb_members(deb, {_RDATA + ".rdx", _RDATA + ".rdb"})
-        rdx, rdb, label = files[_RDATA + ".rdx"], files[_RDATA + ".rdb"], f"{deb}:{_RDATA}"
-    elif INSTALLED_RDATA.with_suffix(".rdb").is_file():
-        rdx = INSTALLED_RDATA.with_suffix(".rdx").read_bytes()
-        rdb, label = INSTALLED_RDATA.with_suffix(".rdb").read_bytes(), str(INSTALLED_RDATA)
-    else:
-        where = ", ".join(str(d) for d in demo_source_dirs())
-        raise DataError(
-            f"the PG-19 demo needs Debian's r-cran-janeaustenr package ({DEMO_DEB_GLOB} in one of: {where}); "
-            f"run {FETCH_COMMAND}"
-        )
-    objects = read_lazyload_db(rdx, rdb, label)
-    books = {}
-    for name in AUSTEN_BOOKS:
-        v = objects.get(name)
-        if not isinstance(v, RValue) or v.kind != "character" or not v.values:
-            raise DataError(f"{label}: no character vector '{name}'")
-        books[name] = ["" if line is None else line for line in v.values]
-    return books
 
 
 # ------------------------------------------------------------------------------------------------
@@ -505,25 +240,11 @@ class PG19Format(RawFormat):
         return {"train": 28_602, "validation": 50, "test": 100}  # github.com/google-deepmind/pg19
 
     def demo(self, out: Path) -> Path:
-        """Austen's novels in the PG-19 layout under ``out`` (metadata.csv, train/, validation/,
-        test/); returns ``out``. DataError naming the setup command when the .deb is absent."""
-        out = Path(out)
-        books = austen_novels()
-        where = {name: split for split, names in DEMO_SPLITS.items() for name in names}
-        rows = []
-        for split in SPLITS:
-            (out / split).mkdir(parents=True, exist_ok=True)
-        for name, lines in books.items():
-            book_id, title, year = AUSTEN_BOOKS[name]
-            split = where.get(name, "train")
-            (out / split / f"{book_id}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
-            rows.append((book_id, [str(book_id), title, str(year), f"https://www.gutenberg.org/ebooks/{book_id}"]))
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        for _, row in sorted(rows):
-            w.writerow(row)
-        (out / "metadata.csv").write_text(buf.getvalue(), encoding="utf-8")
-        return out
+        """Austen's novels in the PG-19 layout under ``out`` (``repro.data.demos.pg19``); returns
+        ``out``. DataError naming the setup command when the .deb is absent."""
+        from repro.data.demos.pg19 import write_demo
+
+        return write_demo(Path(out))
 
 
 FORMAT = PG19Format()

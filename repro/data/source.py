@@ -19,7 +19,8 @@ layout and tokenization. It provides a :class:`RawFormat` subclass:
     read(file, tokenizer)  the documents of one file, as *content ids* (see below); SkipFile for a
                            file to skip with a reason (counted in the manifest), DataError for bad input
     demo(out)              writes demo raw data in the official layout from data an installed package
-                           ships (never downloaded at run time)
+                           ships (never downloaded at run time), with its builder in
+                           ``repro/data/demos/<section>.py``
     tokens(content, cfg)   the model's token sequence (SOS ... EOS) of one stored document
     positions(n, cfg)      positions from the data for a document of n tokens (None: 1-based offsets)
 
@@ -29,8 +30,10 @@ its SentencePiece ids. The shared store (``repro/data/store.py``) keeps them in 
 unsigned dtype that holds the vocabulary (uint8 for images: the prepared ImageNet train split is
 the (N, 64, 64, 3) uint8 array). The default ``tokens`` is ``SOS, content + 3, EOS``.
 
-Everything after that (the token store, manifests, training crops, evaluation windows, process
-sharding, prefetching) is shared code; a section never re-implements it.
+File readers the layouts use (TFRecord, parquet, images, Debian packages, R data) are in
+``repro/data/formats/``. Everything after the raw layout (the token store, manifests, training
+crops, evaluation windows, process sharding, prefetching) is shared code; a section never
+re-implements it.
 """
 
 from __future__ import annotations
@@ -140,6 +143,23 @@ class ByteValues(Tokenizer):
 
     def decode(self, content: np.ndarray) -> np.ndarray:
         return np.asarray(content, np.uint8)
+
+
+def _tokenizer_identity(corpus_dir: Path, manifest: dict[str, Any]) -> str:
+    tok = manifest.get("tokenizer")
+    ident = tok.get("identity") if isinstance(tok, dict) else tok
+    if not isinstance(ident, str):
+        raise DataError(f"{corpus_dir}: the manifest has no tokenizer.identity")
+    return ident
+
+
+def tokenizer_from_manifest(cls, corpus_dir: Path, manifest: dict[str, Any]) -> Tokenizer:
+    """``cls.from_identity`` of a prepared corpus's tokenizer (a fixed tokenizer that its identity
+    string defines: MAESTRO's performance events, audio codes); DataError naming the corpus."""
+    try:
+        return cls.from_identity(_tokenizer_identity(Path(corpus_dir), manifest))
+    except ValueError as e:
+        raise DataError(f"{corpus_dir}: {e}") from None
 
 
 class RawFormat:
