@@ -527,14 +527,19 @@ def plot_study(doc: dict[str, Any], path: Path) -> Path:
     curves = [r for r in doc.get("runs", []) if r.get("curve")]
     fig, axes = plt.subplots(1, 4 if curves else 2, figsize=(18 if curves else 10, 3.8))
     series = list(dict.fromkeys(p["series"] for p in pts))
+    runs = doc.get("runs", [])
+    one_run = len(pts) > 1 and bool(runs) and all(r.get("shared_with") for r in runs[1:])
     for s in series:
         ps = [p for p in pts if p["series"] == s and p["mean"] is not None]
         xs = [p["x"] for p in ps]
         axes[0].errorbar(xs, [p["mean"] for p in ps], yerr=[2 * (p["stderr"] or 0) for p in ps], marker="o",
                          capsize=3, label=s)  # fmt: skip
         right = [(p["x"], p["step_seconds"]) for p in ps if p["step_seconds"]]
-        if right:
+        if right and not one_run:
             axes[1].plot(*zip(*right, strict=True), marker="o", label=s)
+    if one_run:  # the points differ in evaluation only: a step-time line would be one run drawn N times
+        axes[1].text(0.5, 0.5, "every point evaluates the same trained run:\nno step time varies along this axis",
+                     ha="center", va="center", transform=axes[1].transAxes, fontsize=9)  # fmt: skip
     _baseline_lines(axes[0], doc)
     for r in curves:  # the metric along the way: vs training FLOPs and vs training seconds
         c = [p for p in r["curve"] if p["value"] is not None]
@@ -557,7 +562,9 @@ def plot_study(doc: dict[str, Any], path: Path) -> Path:
         ax.grid(alpha=0.3)
     axes[0].set_ylabel(doc["metric_label"] + " (± 2 s.e.)")
     axes[0].set_title(f"{doc['study']}: {doc['verdict']}", fontsize=10)
-    axes[1].set_ylabel("seconds per training step")
+    axes[1].set_ylabel("" if one_run else "seconds per training step")
+    if one_run:
+        axes[1].set_yticks([])
     axes[1].set_title(f"step time ({doc['scale']} scale)", fontsize=10)
     fig.suptitle("; ".join(doc["datasets"]), fontsize=8, y=0.02, va="bottom")
     if len(series) > 1:
