@@ -294,7 +294,9 @@ def claims_section(paths: list[Path], out: Path) -> tuple[list[str], dict[str, P
         "scale** where the effect has the paper's sign and exceeds 2 standard errors (evaluation error combined "
         "with the spread over seeds), **does not show** where the opposite sign does, **inconclusive** otherwise "
         "or where seeds disagree in sign. These are small models on demo corpora: a verdict is about this scale, "
-        "not the paper's.\n\n| claim | study | scale, data | verdict |\n|---|---|---|---|\n"
+        "not the paper's. Step times (s/step) are each run's median from its own log, on the machine as it was "
+        "while it trained (other jobs may have shared its cores): read them within a study with care."
+        "\n\n| claim | study | scale, data | verdict |\n|---|---|---|---|\n"
     )
     for _, d in studies:
         md.append(f"| {d['claim_id']} | [{d['study']}](#study-{d['study']}-{d['scale']}) | {d['scale']}, "
@@ -314,8 +316,16 @@ def claims_section(paths: list[Path], out: Path) -> tuple[list[str], dict[str, P
                   f"({os.path.relpath(p, out)})\n\n")  # fmt: skip
         md.append(f"![{d['study']}]({rel})\n\n")
         des = d["design"]
-        md.append(f"{d['metric_label']} under `{des['protocol'] or 'the section default'}` on {des['split']}; "
-                  f"seeds {', '.join(map(str, des['seeds']))}.\n\n")  # fmt: skip
+        own = [pt.get("protocol") for pt in des["points"] if pt.get("protocol")]
+        under = (
+            f"`{des['protocol']}`"
+            if des["protocol"]
+            else f"each point's own protocol ({', '.join(f'`{x}`' for x in own)})"
+            if own
+            else "the section default"
+        )
+        seeds = ", ".join(map(str, des["seeds"]))
+        md.append(f"{d['metric_label']} under {under} on {des['split']}; seeds {seeds}.\n\n")
         md.append(f"| point | {d['axis']} | seeds | {d['metric_label']} ± s.e. | steps | training FLOPs | s/step |\n"
                   "|---|---|---|---|---|---|---|\n")  # fmt: skip
         for pt in d["points"]:
