@@ -117,12 +117,14 @@ class CachedBatches:
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
         jobs: list[tuple[int, Document]] = []
         for i, d in enumerate(self.docs):
-            for idx in _spans(d, self.span):
-                if len(idx) < len(d.tokens) - 1:  # one span of the document: only its targets evaluated
+            spans = _spans(d, self.span)
+            for idx in spans:
+                part = d
+                if len(spans) > 1:  # one span of the document: only its targets evaluated
                     ev = np.zeros(len(d.tokens) - 1, bool)
                     ev[idx] = True
-                    d = dataclasses.replace(d, evaluated=ev)
-                jobs.append((i, d))
+                    part = dataclasses.replace(d, evaluated=ev)
+                jobs.append((i, part))
                 if len(jobs) == self.batch_size:
                     yield self._batch(jobs)
                     jobs = []
