@@ -560,9 +560,9 @@ def study_run(
                           r.protocol, f"shares {r.shared_with}" if r.shared_with else str(r.workdir))  # fmt: skip
         out.print(table)
         total = sum(r.train_flops for r in runs if not r.shared_with)
-        out.print(f"training: {human(total)}FLOP in all, about {study.estimate_seconds(runs) / 60:.0f} minutes on this "
-                  f"machine's measured throughput ({human(study.calibrate())}FLOP/s; evaluation not included)",
-                  highlight=False)  # fmt: skip
+        seconds, rate = study.estimate_seconds(runs)
+        out.print(f"training: {human(total)}FLOP in all, about {seconds / 60:.0f} minutes at {rate} (evaluation not "
+                  "included)", highlight=False)  # fmt: skip
         return
     out_dir = out_dir or root
     doc = study.run_study(st, preset, root, out_dir, data_dir=data_dir, console=err, show_progress=progress,

@@ -202,25 +202,30 @@ def plan(study: Study, scale: str, root: Path) -> list[PointRun]:
     return runs
 
 
-def estimate_seconds(runs: list[PointRun]) -> float:
-    """A rough training time on the 2-core CPU machine (``calibrate``'s throughput)."""
-    return sum(r.train_flops for r in runs if not r.shared_with) / calibrate()
+def estimate_seconds(runs: list[PointRun]) -> tuple[float, str]:
+    """A rough training time and the throughput it assumes (``calibrate``, from the first point's
+    own section and preset)."""
+    flops_per_second, source = calibrate(runs[0].exp.section, runs[0].exp.preset)
+    return sum(r.train_flops for r in runs if not r.shared_with) / flops_per_second, source
 
 
-def calibrate() -> float:
-    """Training FLOP/s of this kind of machine, from the recorded results/pg19/cpu run when it
-    exists (its FLOPs per step x steps / training seconds), else a constant measured once."""
-    rec = Path(__file__).resolve().parent.parent / "results" / "pg19" / "cpu" / "results.json"
+def calibrate(section: str, preset: str) -> tuple[float, str]:
+    """Training FLOP/s from the recorded ``results/<section>/<preset>`` run where it exists (its
+    FLOPs per step x steps / training seconds), else a constant measured once; and which it was."""
+    rec = Path(__file__).resolve().parent.parent / "results" / section / preset / "results.json"
     try:
-        import experiments  # noqa: F401 - registers pg19's data config: the recorded config reads back into it
+        import experiments  # noqa: F401 - registers the sections' data configs: the recorded config reads back
         from repro.config import experiment_from_dict
-        from repro.flops import train_step_flops
+        from repro.flops import human, train_step_flops
 
         row = json.loads(rec.read_text())
         exp = experiment_from_dict(row["config"])
-        return train_step_flops(exp)["step"] * row["steps"] / row["wall_seconds"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return FALLBACK_FLOPS_PER_SECOND
+        rate = train_step_flops(exp)["step"] * row["steps"] / row["wall_seconds"]
+        dev = row.get("device") or {}
+        where = dev.get("kind", "?") + (f", {dev.get('cpus', '?')} cores" if dev.get("kind") == "cpu" else "")
+        return rate, f"{human(rate)}FLOP/s of the recorded results/{section}/{preset} run ({where})"
+    except (OSError, ValueError, KeyError, TypeError, ZeroDivisionError):
+        return FALLBACK_FLOPS_PER_SECOND, f"{FALLBACK_FLOPS_PER_SECOND:.0e} FLOP/s, a constant (no recorded run)"
 
 
 # ---------------------------------------------------------------------------------- running

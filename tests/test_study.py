@@ -203,3 +203,14 @@ def test_study_dry_run_prints_points_and_an_estimate():
     r = CliRunner().invoke(cli.app, ["study", "run", "equal-compute", "--dry-run"])
     assert r.exit_code == 0, r.output
     assert "Transformer-N2048" in r.output and "minutes" in r.output
+    # The estimate's throughput comes from the study's own section's record, and says so.
+    assert "results/pg19/cpu run" in " ".join(r.output.split())
+
+
+def test_calibration_reads_the_named_sections_record_or_says_it_has_none():
+    from repro import study
+
+    rate, source = study.calibrate("copy", "cpu")
+    assert rate > 0 and "results/copy/cpu" in source
+    rate, source = study.calibrate("copy", "no_such_preset")
+    assert rate == study.FALLBACK_FLOPS_PER_SECOND and "constant" in source

@@ -44,23 +44,54 @@ def make_mask(q_idx_M: jax.Array, k_idx_BxL: jax.Array, key_valid_BxL: jax.Array
     return (causal_BxMxL & key_valid_BxL[:, None, :])[:, None]
 
 
+def segment_attention(q_BxFxHxK, segments, *, layout: str = "BxTxHxK"):
+    """The one softmax / masking rule of the dense path and of the KV cache: F queries per
+    (sequence, head) over one or more segments ``(k, v, visible_BxFxT)`` of keys, as one softmax.
+
+    ``layout`` is the keys' and values' layout: ``"BxTxHxK"`` (the model's), or ``"AxTxK"`` (the
+    cache's rows, A = B x H, row b * H + h: ``repro/model/cache.py`` keeps its L-long buffers so
+    that a decoding step never transposes them). The rule: the scale is folded into q ([F, K],
+    not [F, T]); masked scores are MASK_VALUE, so exp() of them is exactly 0, except in a row with
+    no visible key (max = MASK_VALUE), whose max is taken as 0: all its weights, its sum and its
+    output are then 0. The max is a constant of the softmax (stop_gradient). The softmax is
+    normalised after the value matmul (as the chunked path does): one pass over the [F, T] weights
+    fewer, forward and backward. Returns [B, F, H, K] in v's dtype."""
+    B, F, H, K = q_BxFxHxK.shape
+    q_BxFxHxK = q_BxFxHxK * jnp.asarray(K**-0.5, q_BxFxHxK.dtype)
+    f32 = jnp.float32
+    if layout == "AxTxK":
+        q_AxFxK = q_BxFxHxK.transpose(0, 2, 1, 3).reshape(B * H, F, K)
+        score = lambda k: jnp.einsum("afk,atk->aft", q_AxFxK, k, preferred_element_type=f32).reshape(B, H, F, -1)
+        weigh = lambda e, v: jnp.einsum("aft,atk->afk", e.reshape(B * H, F, -1).astype(v.dtype), v,
+                                        preferred_element_type=f32)  # fmt: skip
+    elif layout == "BxTxHxK":
+        score = lambda k: jnp.einsum("bfhk,bthk->bhft", q_BxFxHxK, k, preferred_element_type=f32)
+        weigh = lambda e, v: jnp.einsum("bhft,bthk->bfhk", e.astype(v.dtype), v, preferred_element_type=f32)
+    else:
+        raise ValueError(f"unknown key layout '{layout}'")
+    s_BxHxFxT = [jnp.where(vis_BxFxT[:, None], score(k), MASK_VALUE) for k, _, vis_BxFxT in segments]
+    m_BxHxF = s_BxHxFxT[0].max(-1)
+    for s in s_BxHxFxT[1:]:
+        m_BxHxF = jnp.maximum(m_BxHxF, s.max(-1))
+    m_BxHxF = jax.lax.stop_gradient(m_BxHxF)
+    m_BxHxF = jnp.where(m_BxHxF > MASK_VALUE / 2, m_BxHxF, 0.0)
+    out, denom_BxHxF = 0.0, 0.0
+    for s, (_, v, _) in zip(s_BxHxFxT, segments, strict=True):
+        e_BxHxFxT = jnp.exp(s - m_BxHxF[..., None])
+        out = out + weigh(e_BxHxFxT, v)
+        denom_BxHxF = denom_BxHxF + e_BxHxFxT.sum(-1)
+    denom_BxHxF = jnp.where(denom_BxHxF > 0, denom_BxHxF, 1.0)
+    dtype = segments[0][1].dtype
+    if layout == "AxTxK":
+        out_AxFxK = (out / denom_BxHxF.reshape(B * H, F)[..., None]).astype(dtype)
+        return out_AxFxK.reshape(B, H, F, K).transpose(0, 2, 1, 3)
+    return (out / denom_BxHxF.transpose(0, 2, 1)[..., None]).astype(dtype)
+
+
 def dense_attention(q_BxMxHxK, k_BxLxHxK, v_BxLxHxK, q_idx_M, k_idx_BxL, key_valid_BxL):
-    # The softmax is normalised after the value matmul (as the chunked path does): one pass over
-    # the [M, L] weights fewer, forward and backward. The scale is folded into q ([M, K], not
-    # [M, L]). Row max: masked scores are MASK_VALUE, so exp() of them is exactly 0, except in a
-    # row with no visible key (max = MASK_VALUE), whose max is taken as 0: all its weights, its
-    # sum and its output are then 0. The max is a constant of the softmax (stop_gradient).
-    q_BxMxHxK = q_BxMxHxK * jnp.asarray(q_BxMxHxK.shape[-1] ** -0.5, q_BxMxHxK.dtype)
-    s_BxHxMxL = jnp.einsum("bmhk,blhk->bhml", q_BxMxHxK, k_BxLxHxK, preferred_element_type=jnp.float32)
-    s_BxHxMxL = jnp.where(make_mask(q_idx_M, k_idx_BxL, key_valid_BxL), s_BxHxMxL, MASK_VALUE)
-    m_BxHxMx1 = jax.lax.stop_gradient(s_BxHxMxL.max(axis=-1, keepdims=True))
-    m_BxHxMx1 = jnp.where(m_BxHxMx1 > MASK_VALUE / 2, m_BxHxMx1, 0.0)
-    e_BxHxMxL = jnp.exp(s_BxHxMxL - m_BxHxMx1)
-    l_BxMxH = e_BxHxMxL.sum(axis=-1).transpose(0, 2, 1)
-    o_BxMxHxK = jnp.einsum(
-        "bhml,blhk->bmhk", e_BxHxMxL.astype(v_BxLxHxK.dtype), v_BxLxHxK, preferred_element_type=jnp.float32
-    )
-    return (o_BxMxHxK / jnp.where(l_BxMxH > 0, l_BxMxH, 1.0)[..., None]).astype(v_BxLxHxK.dtype)
+    """All M queries over all L keys under ``make_mask``'s rule (``segment_attention``, one segment)."""
+    visible_BxMxL = make_mask(q_idx_M, k_idx_BxL, key_valid_BxL)[:, 0]
+    return segment_attention(q_BxMxHxK, [(k_BxLxHxK, v_BxLxHxK, visible_BxMxL)])
 
 
 _FUSED_FALLBACK_WARNED = False

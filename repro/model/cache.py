@@ -19,7 +19,8 @@ block code (``repro/model/perceiver_ar.py``: ``CrossAttendBlock.queries`` / ``pr
 ``SelfAttendBlock.project``, then ``attend`` and ``finish``, as the blocks' ``__call__`` does) and
 keep only the cache bookkeeping: slots, masks, indices, and, for the cross-attend (and every
 attention of ``decode_step``), the softmax over the cache's segments in the cache's layout
-(``_attend_rows``, the dense path's arithmetic) in place of the block's ``attend``.
+(``attention.segment_attention``, the dense path's own rule, in the cache's row layout) in place
+of the block's ``attend``.
 
 Keys are stored after rotary encoding, head-major, with batch and heads merged into one leading
 axis of A = B x H rows (a one-query attention over a [B, L, H, K] cache is ~6x slower on a CPU at
@@ -65,7 +66,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from repro.data.tokens import PAD_ID
-from repro.model.attention import MASK_VALUE, make_mask
+from repro.model.attention import make_mask, segment_attention
+from repro.model.positions import implicit_positions
 
 
 class Cache(NamedTuple):
@@ -100,31 +102,7 @@ def _check(model, positions):
         raise ValueError("this model takes positions from the data, but none were given")
 
 
-def _attend_rows(q_BxFxHxK, parts):
-    """F queries per (sequence, head) over several (k [A, T, K], v, visible [B, F, T]) parts of a
-    cache (A = B x H rows) as one softmax, computed as ``attention.dense_attention`` does (scale
-    folded into q, masked scores MASK_VALUE, a row with no visible key gets 0). Returns the heads'
-    outputs [B, F, H, K], as a block's ``attend`` (the block's ``finish`` projects them). The keys
-    stay in the cache's layout (no transposes of the L-long buffers, which a prefill and
-    every decoding step read)."""
-    B, F, H, K = q_BxFxHxK.shape
-    q_BxFxHxK = q_BxFxHxK * jnp.asarray(K**-0.5, q_BxFxHxK.dtype)
-    q_AxFxK = q_BxFxHxK.transpose(0, 2, 1, 3).reshape(B * H, F, K)
-    f32 = jnp.float32
-    scores = []
-    for k_AxTxK, _, vis_BxFxT in parts:
-        s_BxHxFxT = jnp.einsum("afk,atk->aft", q_AxFxK, k_AxTxK, preferred_element_type=f32).reshape(B, H, F, -1)
-        scores.append(jnp.where(vis_BxFxT[:, None], s_BxHxFxT, MASK_VALUE))
-    m_BxHxF = jnp.max(jnp.stack([s.max(-1) for s in scores]), 0) if len(scores) > 1 else scores[0].max(-1)
-    m_BxHxF = jnp.where(m_BxHxF > MASK_VALUE / 2, m_BxHxF, 0.0)  # no visible key: all weights 0
-    out, denom = 0.0, 0.0
-    for s, (_, v_AxTxK, _) in zip(scores, parts, strict=True):
-        e_BxHxFxT = jnp.exp(s - m_BxHxF[..., None])
-        e = e_BxHxFxT.reshape(B * H, F, -1).astype(v_AxTxK.dtype)
-        out = out + jnp.einsum("aft,atk->afk", e, v_AxTxK, preferred_element_type=f32)
-        denom = denom + e_BxHxFxT.sum(-1).reshape(B * H, F)
-    out_AxFxK = (out / jnp.where(denom > 0, denom, 1.0)[..., None]).astype(parts[0][1].dtype)
-    return out_AxFxK.reshape(B, H, F, K).transpose(0, 2, 1, 3)
+ROWS = "AxTxK"  # the cache's key / value layout (``attention.segment_attention``)
 
 
 def _rows(x_BxTxHxK):
@@ -134,14 +112,11 @@ def _rows(x_BxTxHxK):
 
 
 def _positions(model, B: int, idx_T, positions_BxTxP):
-    """Positions of inputs with cache indices idx_T: from the data, or L - 1 - idx (implicit;
-    numpy when idx_T is, as in ``prefill``: constants, whose rotary cos / sin are
-    computed once, ``positions.rotary_cos_sin``)."""
+    """Positions of inputs with cache indices idx_T: from the data, or the model's implicit ones
+    (``positions.implicit_positions``; numpy when idx_T is, as in ``prefill``)."""
     if positions_BxTxP is not None and model.cfg.positions_from_data:
         return positions_BxTxP
-    L = model.cfg.max_context
-    xp = np if isinstance(idx_T, np.ndarray) else jnp
-    return xp.broadcast_to((L - 1 - idx_T)[None, :, None], (B, idx_T.shape[0], 1)).astype(np.int32)
+    return implicit_positions(B, model.cfg.max_context, idx_T)
 
 
 def prefill(model, tokens_BxL, positions_BxLxP=None, *, num_latents: int):
@@ -167,7 +142,7 @@ def prefill(model, tokens_BxL, positions_BxLxP=None, *, num_latents: int):
     # the cross-attend reads them in the cache's layout.
     cross = model.cross
     visible_BxFxL = make_mask(q_idx, np.broadcast_to(idx_L, (B, L)), valid_BxL)[:, 0]  # the model's rule
-    z = cross.finish(z, _attend_rows(cross.queries(z, qpos), [(k_AxLxK, v_AxLxK, visible_BxFxL)]))
+    z = cross.finish(z, segment_attention(cross.queries(z, qpos), [(k_AxLxK, v_AxLxK, visible_BxFxL)], layout=ROWS))
     ks, vs = [], []
     lat_kidx = jnp.broadcast_to(q_idx, (B, F))
     for layer in model.layers:
@@ -229,7 +204,7 @@ def decode_step(model, cache: Cache, token_B, position_BxP=None):
     new_valid = jax.lax.dynamic_update_slice_in_dim(cache.new_valid, valid_Bx1, j, axis=1)
     old = cache.cross_valid & (cache.cross_idx > t - L)[None, :]
     parts = [(cache.cross_k, cache.cross_v, old[:, None]), (new_k, new_v, new_valid[:, None])]
-    z = cross.finish(z, _attend_rows(cross.queries(z, qpos), parts))
+    z = cross.finish(z, segment_attention(cross.queries(z, qpos), parts, layout=ROWS))
     # Latent self-attention over the latents in the cache, the new one (slot n) included.
     lat_idx = jax.lax.dynamic_update_slice_in_dim(cache.lat_idx, q_idx, n, axis=0)
     lat_valid = jax.lax.dynamic_update_slice_in_dim(cache.lat_valid, valid_Bx1, n, axis=1)
@@ -238,7 +213,7 @@ def decode_step(model, cache: Cache, token_B, position_BxP=None):
         q, lk, lv = layer.project(z, qpos)
         self_k.append(put(cache.self_k[i], one(lk), n))
         self_v.append(put(cache.self_v[i], one(lv), n))
-        z = layer.finish(z, _attend_rows(q, [(self_k[i], self_v[i], lat_valid[:, None])]))
+        z = layer.finish(z, segment_attention(q, [(self_k[i], self_v[i], lat_valid[:, None])], layout=ROWS))
     logits = model.readout(z)[:, 0]
     cache = cache._replace(
         new_k=new_k,

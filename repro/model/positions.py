@@ -31,12 +31,18 @@ import numpy as np
 SINUSOIDAL_MAX_WAVELENGTH = 10_000.0
 
 
-def implicit_positions(B: int, L: int) -> np.ndarray:
-    """Terminal-relative positions [B, L, 1]: L-1, ..., 1, 0. A host (numpy) array: known when
+def implicit_positions(B: int, L: int, idx_T=None):
+    """Terminal-relative positions [B, T, 1] of the inputs at window indices ``idx_T`` of an
+    L-input window: L - 1 - idx (the last input is 0; default: the whole window, L-1, ..., 1, 0).
+    The KV cache continues them past the window (negative) for decoded inputs
+    (``repro/model/cache.py``). A host (numpy) array when ``idx_T`` is (or is omitted): known when
     the model is traced, so the rotary cos / sin of these positions are constants of the compiled
     step (``rotary_cos_sin``) instead of being recomputed inside every fusion that reads them."""
-    pos_L = np.arange(L - 1, -1, -1, dtype=np.int32)
-    return np.broadcast_to(pos_L[None, :, None], (B, L, 1))
+    if idx_T is None:
+        idx_T = np.arange(L, dtype=np.int32)
+    xp = np if isinstance(idx_T, np.ndarray) else jnp
+    pos_T = (L - 1 - idx_T).astype(np.int32)
+    return xp.broadcast_to(pos_T[None, :, None], (B, idx_T.shape[0], 1))
 
 
 def sinusoidal_inverse_frequencies(dim: int, max_wavelength: float = SINUSOIDAL_MAX_WAVELENGTH) -> np.ndarray:
