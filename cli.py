@@ -313,6 +313,7 @@ def _file_progress():
     return Progress(
         TextColumn("[bold blue]prepare"), BarColumn(), MofNCompleteColumn(), TextColumn("files"),
         TimeRemainingColumn(), TextColumn("{task.fields[label]}"), console=err, transient=True,
+        disable=not err.is_terminal,  # a transient bar leaves nothing in a log but an empty line
     )  # fmt: skip
 
 

@@ -558,11 +558,17 @@ def plot_study(doc: dict[str, Any], path: Path) -> Path:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     xs = sorted({p["x"] for p in pts})
+    # Points matched on training FLOPs differ in the model, not along a number line: their x
+    # values only order them, so the ticks name the points.
+    matched = bool((doc.get("design") or {}).get("flops_budget"))
+    names = {p["x"]: p["point"].replace("-", "\n", 1) for p in pts}
     for ax in axes[:2]:
-        ax.set_xlabel(doc["axis"])
-        if doc.get("log_x"):
+        ax.set_xlabel(f"{doc['axis']}: the same for every point" if matched else doc["axis"])
+        if doc.get("log_x") and not matched:
             ax.set_xscale("log", base=2)
-        ax.set_xticks(xs, [f"{x:g}" for x in xs])
+        ax.set_xticks(xs, [names[x] if matched else f"{x:g}" for x in xs])
+        if matched:
+            ax.set_xlim(xs[0] - 0.5, xs[-1] + 0.5)
         ax.minorticks_off()
         ax.grid(alpha=0.3)
     axes[0].set_ylabel(doc["metric_label"] + " (± 2 s.e.)")

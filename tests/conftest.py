@@ -86,8 +86,9 @@ def repro(cli_env):
 
 def one_error_line(code: int, err: str) -> str:
     """The error of a ``repro`` run that failed as a user error should (exit code 2, exactly one
-    non-empty line on stderr, starting "error:", no traceback): that line, else ""."""
-    lines = [x for x in err.splitlines() if x.strip()]
+    line on stderr (not even an empty one before it), starting "error:", no traceback): that line,
+    else ""."""
+    lines = err.rstrip("\n").splitlines()
     ok = code == 2 and len(lines) == 1 and lines[0].startswith("error:") and "Traceback" not in err
     return lines[0] if ok else ""
 

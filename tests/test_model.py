@@ -22,7 +22,7 @@ from flax import nnx
 from repro.config import ModelConfig
 from repro.data.tokens import NUM_RESERVED, PAD_ID
 from repro.model import PerceiverAR, count_params
-from repro.model.attention import chunked_attention, dense_attention, fused_attention, make_mask
+from repro.model.attention import chunked_attention, dense_attention, fused_attention, make_mask, segment_attention
 
 try:  # private JAX API, used only to speed up abstract model construction (fast_tracing)
     from jax._src.interpreters.partial_eval import DynamicJaxprTracer
@@ -271,6 +271,14 @@ def test_attention_kernels():
     dense = fast_jit(dense_attention)(q, k, v, q_idx, k_idx, valid)
     np.testing.assert_allclose(dense, ref, atol=1e-5)
     np.testing.assert_array_equal(np.asarray(dense)[1, :3], 0.0)
+    # The KV cache's form of the same rule (segment_attention): keys split into segments, in the
+    # cache's row layout (A = B x H rows), one softmax over all segments.
+    rows = lambda x: x.transpose(0, 2, 1, 3).reshape(B * H, Lk, K)
+    vis = jnp.asarray(mask)
+    segs = [(rows(k)[:, a:b], rows(v)[:, a:b], vis[..., a:b]) for a, b in [(0, 3), (3, 4), (4, Lk)]]
+    cached = fast_jit(functools.partial(segment_attention, layout="AxTxK"))(q, segs)
+    np.testing.assert_allclose(cached, ref, atol=1e-5)
+    np.testing.assert_array_equal(np.asarray(cached)[1, :3], 0.0)
     for qc, kc in [(2, 3), (8, 16)]:  # padded chunks; chunks larger than M and L
         chunked = fast_jit(functools.partial(chunked_attention, query_chunk=qc, key_chunk=kc))
         out = chunked(q, k, v, q_idx, k_idx, valid)

@@ -65,8 +65,8 @@ def segment_attention(q_BxFxHxK, segments, *, layout: str = "BxTxHxK"):
         weigh = lambda e, v: jnp.einsum("aft,atk->afk", e.reshape(B * H, F, -1).astype(v.dtype), v,
                                         preferred_element_type=f32)  # fmt: skip
     elif layout == "BxTxHxK":
-        score = lambda k: jnp.einsum("bfhk,bthk->bhft", q_BxFxHxK, k, preferred_element_type=f32)
-        weigh = lambda e, v: jnp.einsum("bhft,bthk->bfhk", e.astype(v.dtype), v, preferred_element_type=f32)
+        score = lambda k: jnp.einsum("bmhk,blhk->bhml", q_BxFxHxK, k, preferred_element_type=f32)
+        weigh = lambda e, v: jnp.einsum("bhml,blhk->bmhk", e.astype(v.dtype), v, preferred_element_type=f32)
     else:
         raise ValueError(f"unknown key layout '{layout}'")
     s_BxHxFxT = [jnp.where(vis_BxFxT[:, None], score(k), MASK_VALUE) for k, _, vis_BxFxT in segments]
@@ -75,17 +75,18 @@ def segment_attention(q_BxFxHxK, segments, *, layout: str = "BxTxHxK"):
         m_BxHxF = jnp.maximum(m_BxHxF, s.max(-1))
     m_BxHxF = jax.lax.stop_gradient(m_BxHxF)
     m_BxHxF = jnp.where(m_BxHxF > MASK_VALUE / 2, m_BxHxF, 0.0)
-    out, denom_BxHxF = 0.0, 0.0
+    out = denom_BxHxF = None
     for s, (_, v, _) in zip(s_BxHxFxT, segments, strict=True):
         e_BxHxFxT = jnp.exp(s - m_BxHxF[..., None])
-        out = out + weigh(e_BxHxFxT, v)
-        denom_BxHxF = denom_BxHxF + e_BxHxFxT.sum(-1)
-    denom_BxHxF = jnp.where(denom_BxHxF > 0, denom_BxHxF, 1.0)
+        o, d = weigh(e_BxHxFxT, v), e_BxHxFxT.sum(-1)
+        out, denom_BxHxF = (o, d) if out is None else (out + o, denom_BxHxF + d)
     dtype = segments[0][1].dtype
     if layout == "AxTxK":
-        out_AxFxK = (out / denom_BxHxF.reshape(B * H, F)[..., None]).astype(dtype)
+        denom_AxF = denom_BxHxF.reshape(B * H, F)
+        out_AxFxK = (out / jnp.where(denom_AxF > 0, denom_AxF, 1.0)[..., None]).astype(dtype)
         return out_AxFxK.reshape(B, H, F, K).transpose(0, 2, 1, 3)
-    return (out / denom_BxHxF.transpose(0, 2, 1)[..., None]).astype(dtype)
+    denom_BxFxH = denom_BxHxF.transpose(0, 2, 1)
+    return (out / jnp.where(denom_BxFxH > 0, denom_BxFxH, 1.0)[..., None]).astype(dtype)
 
 
 def dense_attention(q_BxMxHxK, k_BxLxHxK, v_BxLxHxK, q_idx_M, k_idx_BxL, key_valid_BxL):
