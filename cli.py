@@ -621,13 +621,24 @@ def import_official_(
         Path, typer.Option(help="official jaxline checkpoint.dill, its step dir or the unzipped release")
     ],
     workdir: Annotated[Path, typer.Option(help="run directory to create (must not hold a run)")],
-    section: Annotated[str, typer.Option(help="paper section of the preset")] = "copy",
-    preset: Annotated[str, typer.Option(help="the preset whose model the checkpoint holds")] = "random_mirrored_131072",
+    preset: Annotated[
+        str, typer.Option(help="the preset whose model the checkpoint holds, e.g. random_mirrored_131072")
+    ],
+    section: Annotated[
+        str | None, typer.Option(help="paper section of the preset (default: the one section that has it)")
+    ] = None,
 ) -> None:
     """Convert an official Perceiver AR (Haiku / jaxline) checkpoint into a run directory that
     `repro eval` and `repro sample` use directly (docs/official_checkpoints.md)."""
+    from experiments import SECTIONS
     from repro.official import import_official
 
+    if section is None:
+        having = [name for name, s in SECTIONS.items() if preset in s.presets]
+        if len(having) != 1:
+            raise UserError(f"--preset {preset}: " + (f"in sections {', '.join(having)}; name one with --section"
+                                                      if having else "no section has this preset"))  # fmt: skip
+        section = having[0]
     sec = _section(section)
     summary = import_official(checkpoint, sec.preset(preset), workdir)
     out.print(json.dumps({k: v for k, v in summary.items() if k != "mapping"}, default=str), highlight=False)

@@ -185,8 +185,8 @@ def _curriculum_stage(seq_len: int, batch: int, steps: int) -> Experiment:
 
 
 # Length curriculum (issue 17, results/copy/probes/): from scratch, the plateau before the copy is
-# found grows ~L^2 (length 1024 stayed at chance after 3000 steps); started from the solved
-# half-length model, a stage leaves chance at once.
+# found grows ~L^2 (length 1024 stayed at chance: results/studies/long-copy-small-latents/);
+# started from the solved half-length model, a stage leaves chance at once.
 for _n, _batch in CURRICULUM:
     PRESETS[f"cpu_{_n}"] = _curriculum_stage(_n, batch=_batch, steps=1500)
 # The decoder-only Transformer baseline of the cpu preset (repro/baseline.py): M = N = 256, 3 layers.

@@ -325,11 +325,15 @@ def claims_section(paths: list[Path], out: Path) -> tuple[list[str], dict[str, P
             else "the section default"
         )
         seeds = ", ".join(map(str, des["seeds"]))
-        md.append(f"{d['metric_label']} under {under} on {des['split']}; seeds {seeds}.\n\n")
-        md.append(f"| point | {d['axis']} | seeds | {d['metric_label']} ± s.e. | steps | training FLOPs | s/step |\n"
-                  "|---|---|---|---|---|---|---|\n")  # fmt: skip
+        # Points matched on training FLOPs differ in the model: their axis value only orders them.
+        matched = des.get("flops_budget")
+        budget = f" Every point is trained to the training FLOPs of {matched}." if matched else ""
+        md.append(f"{d['metric_label']} under {under} on {des['split']}; seeds {seeds}.{budget}\n\n")
+        md.append(f"| point | {'model' if matched else d['axis']} | seeds | {d['metric_label']} ± s.e. | steps "
+                  "| training FLOPs | s/step |\n|---|---|---|---|---|---|---|\n")  # fmt: skip
         for pt in d["points"]:
-            md.append(f"| {pt['point']} | {pt['x']:g} | {pt['seeds']} | {_num(pt['mean'])} ± {_num(pt['stderr'])} "
+            x = pt["series"] if matched else f"{pt['x']:g}"
+            md.append(f"| {pt['point']} | {x} | {pt['seeds']} | {_num(pt['mean'])} ± {_num(pt['stderr'])} "
                       f"| {_num(pt['steps'], ',.0f')} | {human(pt['train_flops'] or 0)} "
                       f"| {_num(pt['step_seconds'], '.3f')} |\n")  # fmt: skip
         base = d.get("baselines") or {}

@@ -62,6 +62,9 @@ def test_different_config_in_same_workdir_is_refused(smoke_run, repro):
         (["run", "copy", "--set", "model.num_latents=abc"], "not a valid int"),
         (["run", "copy", "--steps", "x"], "--steps"),
         (["eval", "copy", "--workdir", "/nonexistent/run"], "not a run directory"),
+        # import official finds the section from the preset, or says why it cannot
+        (["import", "official", "--checkpoint", "x", "--preset", "nope", "--workdir", "w"], "no section has this"),
+        (["import", "official", "--checkpoint", "x", "--preset", "cpu", "--workdir", "w"], "name one with --section"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path, repro):
