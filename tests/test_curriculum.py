@@ -44,6 +44,7 @@ def chain(tmp_path_factory):
     return sec, wd, row
 
 
+@pytest.mark.e2e  # the chain fixture trains three smoke stages (~30 s): kept out of make test's 10 minutes
 def test_a_curriculum_trains_its_stages_first_and_records_them(chain):
     sec, wd, row = chain
     assert [e.preset for e in app.curriculum(sec, sec.presets["c"])] == ["a", "b"]
@@ -60,6 +61,7 @@ def test_a_curriculum_trains_its_stages_first_and_records_them(chain):
     assert row["config"]["train"]["init_from"] == "preset:b"  # no machine path in the config
 
 
+@pytest.mark.e2e  # the chain fixture trains three smoke stages (~30 s): kept out of make test's 10 minutes
 def test_rerunning_a_finished_curriculum_trains_nothing(chain):
     sec, wd, row = chain
     logs = {p: p.read_bytes() for p in wd.rglob("metrics.jsonl")}
@@ -68,6 +70,7 @@ def test_rerunning_a_finished_curriculum_trains_nothing(chain):
     assert all(p.read_bytes() == b for p, b in logs.items())
 
 
+@pytest.mark.e2e  # the chain fixture trains three smoke stages (~30 s): kept out of make test's 10 minutes
 def test_stages_under_a_stage_root_are_shared_runs(chain, tmp_path):
     """repro reproduce passes stage_root = its runs directory: a curriculum's stage that the sweep
     already trained as a preset of its own is that run, not trained again."""
@@ -82,6 +85,7 @@ def test_stages_under_a_stage_root_are_shared_runs(chain, tmp_path):
     assert row["curriculum"][0]["workdir"] == "../a" and row["steps"] == 4
 
 
+@pytest.mark.e2e  # the chain fixture trains three smoke stages (~30 s): kept out of make test's 10 minutes
 def test_a_stage_grows_its_position_table_from_the_shorter_stage(chain):
     """Stage b starts from stage a's parameters: every array as a left it, except the position
     table, whose first 33 rows are a's and whose 16 new rows keep b's fresh initialisation."""
