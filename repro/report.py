@@ -280,7 +280,7 @@ def claims_section(paths: list[Path], out: Path) -> tuple[list[str], dict[str, P
     """The report's first section: per claim, the paper's statement and source, our plot and
     table (value ± stderr per point), each comparison's effect and verdict, and the labels."""
     from repro.flops import human
-    from repro.study import plot_study
+    from repro.study import flops_budget, plot_study
 
     studies = collect_studies(paths)
     md = ["\n## Claims: do the paper's claims hold at our scale?\n\n"]
@@ -325,8 +325,7 @@ def claims_section(paths: list[Path], out: Path) -> tuple[list[str], dict[str, P
             else "the section default"
         )
         seeds = ", ".join(map(str, des["seeds"]))
-        # Points matched on training FLOPs differ in the model: their axis value only orders them.
-        matched = des.get("flops_budget")
+        matched = flops_budget(d)  # a "model" column: the axis value only orders such points
         budget = f" Every point is trained to the training FLOPs of {matched}." if matched else ""
         md.append(f"{d['metric_label']} under {under} on {des['split']}; seeds {seeds}.{budget}\n\n")
         md.append(f"| point | {'model' if matched else d['axis']} | seeds | {d['metric_label']} ± s.e. | steps "

@@ -521,6 +521,12 @@ def read_study(path: Path) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------- the plot
 
 
+def flops_budget(doc: dict[str, Any]) -> str:
+    """The point whose training FLOPs every point of the study was matched to ("" = none): such
+    points differ in the model, not along a number line, so their axis values only order them."""
+    return (doc.get("design") or {}).get("flops_budget") or ""
+
+
 def plot_study(doc: dict[str, Any], path: Path) -> Path:
     """The metric (± 2 standard errors) vs the axis per series, and step time / compute beside it."""
     import matplotlib
@@ -558,9 +564,7 @@ def plot_study(doc: dict[str, Any], path: Path) -> Path:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     xs = sorted({p["x"] for p in pts})
-    # Points matched on training FLOPs differ in the model, not along a number line: their x
-    # values only order them, so the ticks name the points.
-    matched = bool((doc.get("design") or {}).get("flops_budget"))
+    matched = bool(flops_budget(doc))  # the ticks name the points (``flops_budget``)
     names = {p["x"]: p["point"].replace("-", "\n", 1) for p in pts}
     for ax in axes[:2]:
         ax.set_xlabel(f"{doc['axis']}: the same for every point" if matched else doc["axis"])

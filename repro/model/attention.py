@@ -44,7 +44,11 @@ def make_mask(q_idx_M: jax.Array, k_idx_BxL: jax.Array, key_valid_BxL: jax.Array
     return (causal_BxMxL & key_valid_BxL[:, None, :])[:, None]
 
 
-def segment_attention(q_BxFxHxK, segments, *, layout: str = "BxTxHxK"):
+MODEL_LAYOUT = "BxTxHxK"  # keys / values as the model computes them
+ROWS_LAYOUT = "AxTxK"  # the KV cache's rows: A = B x H (repro/model/cache.py)
+
+
+def segment_attention(q_BxFxHxK, segments, *, layout: str = MODEL_LAYOUT):
     """The one softmax / masking rule of the dense path and of the KV cache: F queries per
     (sequence, head) over one or more segments ``(k, v, visible_BxFxT)`` of keys, as one softmax.
 
@@ -59,12 +63,12 @@ def segment_attention(q_BxFxHxK, segments, *, layout: str = "BxTxHxK"):
     B, F, H, K = q_BxFxHxK.shape
     q_BxFxHxK = q_BxFxHxK * jnp.asarray(K**-0.5, q_BxFxHxK.dtype)
     f32 = jnp.float32
-    if layout == "AxTxK":
+    if layout == ROWS_LAYOUT:
         q_AxFxK = q_BxFxHxK.transpose(0, 2, 1, 3).reshape(B * H, F, K)
         score = lambda k: jnp.einsum("afk,atk->aft", q_AxFxK, k, preferred_element_type=f32).reshape(B, H, F, -1)
         weigh = lambda e, v: jnp.einsum("aft,atk->afk", e.reshape(B * H, F, -1).astype(v.dtype), v,
                                         preferred_element_type=f32)  # fmt: skip
-    elif layout == "BxTxHxK":
+    elif layout == MODEL_LAYOUT:
         score = lambda k: jnp.einsum("bmhk,blhk->bhml", q_BxFxHxK, k, preferred_element_type=f32)
         weigh = lambda e, v: jnp.einsum("bhml,blhk->bmhk", e.astype(v.dtype), v, preferred_element_type=f32)
     else:
@@ -81,7 +85,7 @@ def segment_attention(q_BxFxHxK, segments, *, layout: str = "BxTxHxK"):
         o, d = weigh(e_BxHxFxT, v), e_BxHxFxT.sum(-1)
         out, denom_BxHxF = (o, d) if out is None else (out + o, denom_BxHxF + d)
     dtype = segments[0][1].dtype
-    if layout == "AxTxK":
+    if layout == ROWS_LAYOUT:
         denom_AxF = denom_BxHxF.reshape(B * H, F)
         out_AxFxK = (out / jnp.where(denom_AxF > 0, denom_AxF, 1.0)[..., None]).astype(dtype)
         return out_AxFxK.reshape(B, H, F, K).transpose(0, 2, 1, 3)

@@ -66,6 +66,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from repro.data.tokens import PAD_ID
+from repro.model.attention import ROWS_LAYOUT as ROWS
 from repro.model.attention import make_mask, segment_attention
 from repro.model.positions import implicit_positions
 
@@ -100,9 +101,6 @@ def _check(model, positions):
         )
     if cfg.positions_from_data and positions is None:
         raise ValueError("this model takes positions from the data, but none were given")
-
-
-ROWS = "AxTxK"  # the cache's key / value layout (``attention.segment_attention``)
 
 
 def _rows(x_BxTxHxK):
