@@ -68,6 +68,15 @@ def _label(row: dict[str, Any]) -> str:
     return "not a reproduction: " + ", ".join(why)
 
 
+def checkpoint_note(row: dict[str, Any]) -> str:
+    """" (best checkpoint)" / " (kept checkpoint)" for a row that scored a checkpoint other than the
+    run's latest (``repro eval --checkpoint best|STEP``: its ``steps`` is the scored step), else ""."""
+    selector = row.get("checkpoint")
+    if selector in (None, "latest"):
+        return ""
+    return " (best checkpoint)" if selector == "best" else " (kept checkpoint)"
+
+
 def is_perceiver(row: dict[str, Any]) -> bool:
     """A Perceiver AR run (fewer latents than inputs), not its Transformer baseline (M = N)."""
     m = row["config"]["model"]
@@ -111,7 +120,7 @@ def rows_table(sections: dict, found: list[tuple[Path, dict[str, Any]]]):
             "metric": h["key"], "unit": h["unit"], "split": r["split"], "value": value, "stderr": h["stderr"],
             "delta_vs_paper": (value - paper) if (paper is not None and value is not None) else None,
             "scale": r["scale"], "dataset": dataset_label(r["dataset"]["name"], r["dataset"]["variant"]),
-            "preset": r["preset"], "tag": f"{r['kind']}, {r['protocol']}, git {r['git_sha'][:10]}",
+            "preset": r["preset"], "tag": f"{r['kind']}, {r['protocol']}{checkpoint_note(r)}, git {r['git_sha'][:10]}",
             "label": _label(r), "steps": r["steps"], "path": str(path),
         })  # fmt: skip
         for bname, b in r.get("baselines", {}).items():
@@ -370,7 +379,8 @@ def claims_section(paths: list[Path], out: Path) -> tuple[list[str], dict[str, P
 def _documents_line(rows: list[tuple[Path, dict[str, Any]]]) -> str:
     """The documents each row of the table scored (``metrics.eval_documents``), in its order: a
     line of its own below the table, which keeps its columns; "" when no row records them."""
-    scored = [f"{r['preset']} ({r['kind']}, {r['protocol']}) {r['metrics']['eval_documents']:,}"
+    scored = [f"{r['preset']} ({r['kind']}, {r['protocol']}{', step ' + format(r['steps'], ',') if checkpoint_note(r) else ''}) "
+              f"{r['metrics']['eval_documents']:,}"
               for _, r in rows if r.get("metrics", {}).get("eval_documents") is not None]  # fmt: skip
     return f"\nDocuments scored: {'; '.join(scored)}.\n" if scored else ""
 
@@ -432,7 +442,7 @@ def write_report(sections: dict, paths: list[Path], out: Path, deviations: Path 
                 delta = "–" if sub.delta_vs_paper is None or sub.delta_vs_paper != sub.delta_vs_paper else (
                     f"{sub.delta_vs_paper:+.3f}")  # fmt: skip
                 md.append(f"| [{r['preset']}]({rel(p)}) ({r['kind']}) | {sub.model} | {r['split']} | {r['protocol']} "
-                          f"| {val} | {delta} | {base or '–'} | {r['steps']:,} | {sub.dataset} "
+                          f"| {val} | {delta} | {base or '–'} | {r['steps']:,}{checkpoint_note(r)} | {sub.dataset} "
                           f"| {_label(r)} |\n")  # fmt: skip
             md.append(_documents_line(ordered))
             for p, r in ours:

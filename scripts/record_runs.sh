@@ -5,7 +5,9 @@
 # SCRATCH/results/<section>/<preset>/ (results.json: the one-schema row with config, data hash,
 # steps, device, git SHA; config.json, metrics.jsonl, the samples), to be copied into results/.
 # Run it from a clean checkout: the git SHA is part of the record. TWIN_PROTOCOL=blocked:128 also
-# evaluates *_transformer presets under that protocol (their Perceiver AR twin's), into evals/.
+# evaluates *_transformer presets under that protocol (their Perceiver AR twin's), into evals/, and
+# scores their best kept checkpoint (by eval loss) under it and under their own protocol
+# (`repro eval --checkpoint best`: evals/<split>_<protocol>_step<N>.json).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scratch=$1; shift
@@ -22,6 +24,8 @@ for item in "$@"; do
   elif [ -n "${TWIN_PROTOCOL:-}" ]; then
     # The Transformer baseline also under its Perceiver AR twin's protocol (same context per target).
     "$BIN/repro" eval "$section" --workdir "$wd" --protocol "$TWIN_PROTOCOL" --no-progress
+    "$BIN/repro" eval "$section" --workdir "$wd" --checkpoint best --protocol "$TWIN_PROTOCOL" --no-progress
+    "$BIN/repro" eval "$section" --workdir "$wd" --checkpoint best --no-progress
   fi
   end=$(date +%s)
   dest="$scratch/results/$section/$preset"

@@ -11,7 +11,7 @@ from repro.results import make_row, write_row
 IM = SECTIONS["imagenet64"]
 
 
-def _row(preset: str, value: float, dataset: DatasetInfo, split="validation"):
+def _row(preset: str, value: float, dataset: DatasetInfo, split="validation", kind="train", steps=100, extra=None):
     exp = IM.presets[preset]
     metrics = {
         "bits_per_dim": value,
@@ -21,8 +21,8 @@ def _row(preset: str, value: float, dataset: DatasetInfo, split="validation"):
         "eval_documents": 50,
     }
     base = {"unigram": {"value": 8.5, "description": "histogram"}}
-    return make_row(kind="train", exp=exp, section=IM, dataset=dataset, split=split, metrics=metrics, steps=100,
-                    num_params=1, baselines=base)  # fmt: skip
+    return make_row(kind=kind, exp=exp, section=IM, dataset=dataset, split=split, metrics=metrics, steps=steps,
+                    num_params=1, baselines=base, extra=extra)  # fmt: skip
 
 
 def test_report_tables(tmp_path):
@@ -36,11 +36,16 @@ def test_report_tables(tmp_path):
             for r in [{"step": 10, "loss": 5.0}, {"step": 20, "loss": 4.0}, {"step": 20, "eval/bits_per_dim": 4.25}]
         )  # fmt: skip
     )
+    # repro eval --checkpoint best: the row of an earlier kept step, named as such beside the latest.
+    write_row(tmp_path / "runs" / "cpu" / "evals" / "validation_blocked_512_step40.json",
+              _row("cpu", 4.0, demo, kind="eval", steps=40, extra={"checkpoint": "best"}))  # fmt: skip
     (tmp_path / "runs" / "junk.json").write_text("{}")  # not a result: ignored
     found = collect([tmp_path / "runs"])
-    assert len(found) == 2
+    assert len(found) == 3
     df = rows_table({"imagenet64": IM}, found)
-    ours = df[df.source == "ours"].set_index("preset")
+    ours = df[(df.source == "ours") & (df.steps != 40)].set_index("preset")
+    best = df[(df.source == "ours") & (df.steps == 40)].iloc[0]
+    assert best.tag.startswith("eval, blocked:512 (best checkpoint), git ") and best.value == 4.0
     assert abs(ours.loc["paper", "delta_vs_paper"] - 0.10) < 1e-9
     assert (
         ours.loc["cpu", "delta_vs_paper"] is None
@@ -59,7 +64,10 @@ def test_report_tables(tmp_path):
     assert "not a reproduction: cpu scale, not the paper's data" in md and IM.demo_name in md
     assert "unigram 8.5000" in md
     # The documents each row scored: a line below the table (whose columns stay as they were).
-    assert "\n\nDocuments scored: cpu (train, blocked:512) 50; paper (train, blocked:512) 50.\n" in md
+    assert "| 4.0000 ± 0.0100 | – | unigram 8.5000 | 40 (best checkpoint) |" in md
+    assert "| 3.5000 ± 0.0100 | +0.100 | unigram 8.5000 | 100 |" in md  # the latest: no note
+    assert ("\n\nDocuments scored: cpu (eval, blocked:512, step 40) 50; cpu (train, blocked:512) 50; "
+            "paper (train, blocked:512) 50.\n") in md
     assert files["curves_imagenet64_cpu"].is_file()  # from metrics.jsonl, its run (runs/cpu) adds nothing to the name
     assert (tmp_path / "out" / "report.csv").read_text().count("\n") == len(df) + 1
     assert not any(k.startswith("context_") for k in files)  # one context only: no context plot
