@@ -69,8 +69,8 @@ def _label(row: dict[str, Any]) -> str:
 
 
 def checkpoint_note(row: dict[str, Any]) -> str:
-    """" (best checkpoint)" / " (kept checkpoint)" for a row that scored a checkpoint other than the
-    run's latest (``repro eval --checkpoint best|STEP``: its ``steps`` is the scored step), else ""."""
+    """The note " (best checkpoint)" or " (kept checkpoint)" for a row that scored a checkpoint
+    other than the run's latest (``repro eval --checkpoint best|STEP``: its ``steps`` is the scored step), else ""."""
     selector = row.get("checkpoint")
     if selector in (None, "latest"):
         return ""
@@ -379,8 +379,11 @@ def claims_section(paths: list[Path], out: Path) -> tuple[list[str], dict[str, P
 def _documents_line(rows: list[tuple[Path, dict[str, Any]]]) -> str:
     """The documents each row of the table scored (``metrics.eval_documents``), in its order: a
     line of its own below the table, which keeps its columns; "" when no row records them."""
-    scored = [f"{r['preset']} ({r['kind']}, {r['protocol']}{', step ' + format(r['steps'], ',') if checkpoint_note(r) else ''}) "
-              f"{r['metrics']['eval_documents']:,}"
+
+    def what(r: dict[str, Any]) -> str:  # the step too where the row scored a kept checkpoint, not the latest
+        return f"{r['kind']}, {r['protocol']}" + (f", step {r['steps']:,}" if checkpoint_note(r) else "")
+
+    scored = [f"{r['preset']} ({what(r)}) {r['metrics']['eval_documents']:,}"
               for _, r in rows if r.get("metrics", {}).get("eval_documents") is not None]  # fmt: skip
     return f"\nDocuments scored: {'; '.join(scored)}.\n" if scored else ""
 

@@ -66,8 +66,10 @@ def test_report_tables(tmp_path):
     # The documents each row scored: a line below the table (whose columns stay as they were).
     assert "| 4.0000 ± 0.0100 | – | unigram 8.5000 | 40 (best checkpoint) |" in md
     assert "| 3.5000 ± 0.0100 | +0.100 | unigram 8.5000 | 100 |" in md  # the latest: no note
-    assert ("\n\nDocuments scored: cpu (eval, blocked:512, step 40) 50; cpu (train, blocked:512) 50; "
-            "paper (train, blocked:512) 50.\n") in md
+    assert (
+        "\n\nDocuments scored: cpu (eval, blocked:512, step 40) 50; cpu (train, blocked:512) 50; "
+        "paper (train, blocked:512) 50.\n"
+    ) in md
     assert files["curves_imagenet64_cpu"].is_file()  # from metrics.jsonl, its run (runs/cpu) adds nothing to the name
     assert (tmp_path / "out" / "report.csv").read_text().count("\n") == len(df) + 1
     assert not any(k.startswith("context_") for k in files)  # one context only: no context plot
