@@ -10,6 +10,9 @@
 # (`repro eval --checkpoint best`: evals/<split>_<protocol>_step<N>.json).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# This checkout's code, also when .venv is another checkout's editable install (a venv shared
+# between clones): the recorded git SHA is then this checkout's, as is the code that ran.
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 scratch=$1; shift
 export REPRO_DATA_DIR="$scratch/data" JAX_PLATFORMS=cpu
 BIN=${BIN:-.venv/bin}
