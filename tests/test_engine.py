@@ -108,7 +108,13 @@ def test_mesh_shapes():
             mesh_shape(bad, 8)
 
 
-@pytest.mark.parametrize("section", sorted(SECTIONS))
+# The paper presets of these sections take 8-31 s each to trace on 2 cores: the e2e tier (CI runs it).
+_HEAVY_RULES = {"imagenet64", "pg19", "maestro_audio"}
+
+
+@pytest.mark.parametrize(
+    "section", [pytest.param(s, marks=pytest.mark.e2e) if s in _HEAVY_RULES else s for s in sorted(SECTIONS)]
+)
 def test_every_parameter_of_every_preset_has_a_sharding_rule(section):
     mesh = make_mesh(MeshConfig())
     for exp in SECTIONS[section].presets.values():
@@ -129,6 +135,7 @@ def test_launcher_detection_and_arguments():
         maybe_initialize_distributed("127.0.0.1:1234", 2, 2)
 
 
+@pytest.mark.e2e  # 24 s on 2 cores (8 simulated devices): CI runs it in the e2e tier
 def test_sharded_train_step_matches_single_device():
     """Data- x FSDP- (and tensor-) sharded steps on 8 simulated CPU devices give the loss and
     parameters of the single-device step, up to float reduction order: loss within 1e-5
